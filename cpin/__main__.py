@@ -1,0 +1,7 @@
+"""`python -m cpin` is `cpin`."""
+
+import sys
+
+from cpin.cli import main
+
+sys.exit(main())
