@@ -1,0 +1,1 @@
+"""Handlers, one module per conformance class; each registers with `@handles`."""

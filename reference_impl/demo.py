@@ -1,0 +1,64 @@
+"""The local reference federation: configurations from demo-federation.yaml.
+
+Secrets are minted per run (`secrets.token_urlsafe`) and handed to each node in memory or
+through its environment, never written into a file or a report.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reference_impl.node import NodeConfig
+from spec import Spec
+
+LAYOUT = Path(__file__).with_name("demo-federation.yaml")
+DEMO_CLIENT = "demo"
+ONBOARDING_CLIENT = "onboarding"
+
+
+@dataclass(frozen=True)
+class DemoFederation:
+    """The configs in start order (parents first) and the demo client's secret."""
+
+    configs: dict[str, NodeConfig]
+    demo_secret: str
+
+
+def federation(spec: Spec, base_port: int, data_root: Path) -> DemoFederation:
+    layout: dict[str, Any] = yaml.safe_load(LAYOUT.read_text(encoding="utf-8"))
+    every_scope = set(spec.openapi["components"]["securitySchemes"]["oauth2"]["flows"]
+                      ["clientCredentials"]["scopes"])  # fmt: skip
+    demo_secret = secrets.token_urlsafe(24)
+    onboarding_secret = secrets.token_urlsafe(24)
+    demo_client = (DEMO_CLIENT, demo_secret, every_scope)
+    national = layout["national"]
+    configs = {
+        "national": NodeConfig(
+            role="national",
+            data_dir=data_root / "national",
+            port=base_port + national["offset"],
+            node_code=national["nodeCode"],
+            name=national["name"],
+            clients=[demo_client, (ONBOARDING_CLIENT, onboarding_secret, {"registry:apply"})],
+        )
+    }
+    for entry in layout["nodes"]:
+        configs[entry["key"]] = NodeConfig(
+            role=entry["role"],
+            data_dir=data_root / entry["key"],
+            port=base_port + entry["offset"],
+            upstream=configs[entry["upstream"]].base_url,
+            province=entry["province"],
+            industry=entry.get("industry"),
+            name=entry["name"],
+            applicant=entry["applicant"],
+            contact=entry["contact"],
+            applicant_client=(ONBOARDING_CLIENT, onboarding_secret),
+            clients=[demo_client],
+        )
+    return DemoFederation(configs, demo_secret)
