@@ -39,7 +39,53 @@ def _parser() -> argparse.ArgumentParser:
         help="spec folder to validate (default: the shipped one)",
     )
     validate.set_defaults(run=_spec_validate)
+
+    node = commands.add_parser("node", help="run one reference node on loopback")
+    node.add_argument("--role", required=True, choices=["national", "regional", "industry"])
+    node.add_argument("--port", required=True, type=_port)
+    node.add_argument("--data", required=True, type=Path, metavar="DIR", help="its SQLite and keys")
+    node.add_argument("--upstream", metavar="URL", help="the parent node (regional, industry)")
+    node.add_argument("--province", metavar="PP", help="GB/T 2260 code (first start)")
+    node.add_argument("--industry", metavar="X99", help="GB/T 4754-2017 section+division")
+    node.add_argument("--applicant", type=Path, metavar="FILE", help="name, applicant, contact")
+    node.set_defaults(run=_node)
+
+    federation = commands.add_parser("federation", help="a local reference federation")
+    federation_commands = federation.add_subparsers(
+        dest="federation_command", required=True, parser_class=_Parser
+    )
+    up = federation_commands.add_parser("up", help="national + 2 regional + 1 industry node")
+    up.add_argument("--base-port", type=_port, default=8400, metavar="P")
+    up.add_argument("--data", type=Path, metavar="DIR", help="default: a new temporary folder")
+    up.set_defaults(run=_federation_up)
     return parser
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1024 <= int(text) <= 65532:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 1024 to 65532")
+    return int(text)
+
+
+def _node(args: argparse.Namespace) -> int:
+    from cpin.node_command import UsageError, node_config, run_node
+
+    if args.role != "national" and not args.upstream:
+        print(f"cpin: error: a {args.role} node needs --upstream", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = node_config(args.role, args.port, args.data, args.upstream, args.province,
+                             args.industry, args.applicant)  # fmt: skip
+    except UsageError as exc:
+        print(f"cpin: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_node(config)
+
+
+def _federation_up(args: argparse.Namespace) -> int:
+    from cpin.node_command import federation_up
+
+    return federation_up(args.base_port, args.data)
 
 
 def _spec_validate(args: argparse.Namespace) -> int:

@@ -32,13 +32,22 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 import reference_impl.api
 from reference_impl.api import identification
-from reference_impl.calls import ANONYMOUS, HANDLERS, OWN_BODY_CHECKS, Call, Principal, Reply
+from reference_impl.calls import (
+    ANONYMOUS,
+    HANDLERS,
+    OWN_BODY_CHECKS,
+    PROBLEM_FORMS,
+    Call,
+    Principal,
+    Reply,
+)
 from reference_impl.ids import IdentifierRules
 from reference_impl.node import Node, NodeConfig
-from reference_impl.operations import HTTP_METHODS, CompiledSpec, Operation, Parameter
+from reference_impl.operations import CompiledSpec, Operation, Parameter
 from reference_impl.problems import Problem
 from spec import Spec, default
 
@@ -81,10 +90,7 @@ def create_app(
     by_path: dict[str, dict[str, Operation]] = {}
     for operation in compiled.operations:
         by_path.setdefault(operation.path, {})[operation.method] = operation
-    routes = [
-        Route(path, pipeline.endpoint(operations), methods=[m.upper() for m in HTTP_METHODS])
-        for path, operations in by_path.items()
-    ]
+    routes = [Route(path, pipeline.endpoint(operations)) for path, operations in by_path.items()]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -102,17 +108,27 @@ def create_app(
     return app
 
 
+class _Endpoint:
+    """The ASGI app of one path. Not a function, so Starlette routes every method to it, and
+    the pipeline answers a method the path does not serve (405 + Allow, problem+json)."""
+
+    def __init__(self, pipeline: _Pipeline, operations: dict[str, Operation]) -> None:
+        self.pipeline = pipeline
+        self.operations = operations
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.pipeline.handle(Request(scope, receive), self.operations)
+        await response(scope, receive, send)
+
+
 class _Pipeline:
     def __init__(self, node: Node, compiled: CompiledSpec) -> None:
         self.node = node
         self.compiled = compiled
         self.ids = IdentifierRules.from_spec(node.spec)
 
-    def endpoint(self, operations: dict[str, Operation]) -> Any:
-        async def serve(request: Request) -> Response:
-            return await self.handle(request, operations)
-
-        return serve
+    def endpoint(self, operations: dict[str, Operation]) -> _Endpoint:
+        return _Endpoint(self, operations)
 
     async def unrouted(self, request: Request, exc: Exception) -> Response:
         request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
@@ -124,10 +140,10 @@ class _Pipeline:
         valid = given is not None and _REQUEST_ID.fullmatch(given) is not None
         request_id = given if given is not None and valid else str(uuid.uuid4())
         principal = ANONYMOUS
+        operation = operations.get(request.method.upper())
         try:
             if given is not None and not valid:
                 raise Problem("invalid-request", "X-Request-Id must be 1-128 visible ASCII.")
-            operation = operations.get(request.method.upper())
             if operation is None:
                 allow = ", ".join(sorted(operations))
                 raise Problem(
@@ -141,7 +157,9 @@ class _Pipeline:
             call = await self.prepare(request, operation, request_id, principal)
             reply = await HANDLERS[operation.operation_id](call)
             return self.reply_response(reply, operation, request_id)
-        except Problem as problem:
+        except Problem as refusal:
+            form = PROBLEM_FORMS.get(operation.operation_id) if operation else None
+            problem = form(refusal, self.node) if form else refusal
             status = self.node.problems.status(problem.slug)
             if status in _AUDITED_REFUSALS:
                 self.node.audit_refusal(principal, request_id, request.url.path, status)
@@ -212,7 +230,9 @@ class _Pipeline:
         for name in request.query_params:
             parameter = declared.get(name)
             given = request.query_params.getlist(name)
-            if parameter is None:
+            if not name:  # FieldError.parameter cannot be empty
+                errors.append({"message": "a query parameter has no name"})
+            elif parameter is None:
                 errors.append({"parameter": name, "message": "not a parameter of this operation"})
             elif len(given) > 1 and parameter.type != "array":
                 errors.append({"parameter": name, "message": "given more than once"})

@@ -69,15 +69,21 @@ class Reply:
 
 
 Handler = Callable[[Call], Awaitable[Reply]]
+ProblemForm = Callable[[Problem, "Node"], Problem]
 HANDLERS: dict[str, Handler] = {}
 OWN_BODY_CHECKS: set[str] = set()
+PROBLEM_FORMS: dict[str, ProblemForm] = {}
 
 
-def handles(operation_id: str, *, checks_own_body: bool = False) -> Callable[[Handler], Handler]:
+def handles(
+    operation_id: str, *, checks_own_body: bool = False, problem_form: ProblemForm | None = None
+) -> Callable[[Handler], Handler]:
     """Register the handler of one spec operation; one handler per operationId.
 
-    `checks_own_body`: the app parses the body but leaves its validation to the handler, for
-    an operation whose errors an RFC prescribes (issueToken answers RFC 6749 error codes).
+    For an operation whose errors an RFC prescribes (issueToken answers RFC 6749 error codes):
+    `checks_own_body`: the app parses the body but leaves its validation to the handler;
+    `problem_form`: rewrites every problem the operation answers, also those the app raises
+    before the handler runs (a malformed X-Request-Id, a body that does not parse).
     """
 
     def register(handler: Handler) -> Handler:
@@ -86,6 +92,8 @@ def handles(operation_id: str, *, checks_own_body: bool = False) -> Callable[[Ha
         HANDLERS[operation_id] = handler
         if checks_own_body:
             OWN_BODY_CHECKS.add(operation_id)
+        if problem_form is not None:
+            PROBLEM_FORMS[operation_id] = problem_form
         return handler
 
     return register

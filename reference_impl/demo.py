@@ -23,10 +23,11 @@ ONBOARDING_CLIENT = "onboarding"
 
 @dataclass(frozen=True)
 class DemoFederation:
-    """The configs in start order (parents first) and the demo client's secret."""
+    """The configs in start order (parents first) and the secrets of this run."""
 
     configs: dict[str, NodeConfig]
     demo_secret: str
+    onboarding_secret: str
 
 
 def federation(spec: Spec, base_port: int, data_root: Path) -> DemoFederation:
@@ -61,4 +62,4 @@ def federation(spec: Spec, base_port: int, data_root: Path) -> DemoFederation:
             applicant_client=(ONBOARDING_CLIENT, onboarding_secret),
             clients=[demo_client],
         )
-    return DemoFederation(configs, demo_secret)
+    return DemoFederation(configs, demo_secret, onboarding_secret)

@@ -1,13 +1,22 @@
-"""Node-to-node: onboarding, the national registry, proxy resolution, upward reports.
+"""Node-to-node: onboarding, the national registry, proxy resolution, upward flows, tasks.
 
-    start()      national: put its own record in the registry
-                 others:   find the parent and the national node (their service-info),
-                           apply for a NodeCode on first start (CPIN-FED-001), then report
-                           upward in the background until stop()
-    lookup(code) a node record from the national registry, cached for RECORD_TTL
-    call(...)    one authenticated node-to-node request (CPIN-FED-003), failures mapped to
-                 502 upstream-unavailable / 504 upstream-timeout (CPIN-FED-008)
-    resolve(id)  identification.md §9 steps 4-5, for identifiers this node did not issue
+    start()         national: put its own record in the registry
+                    others:   find the parent and the national node (their service-info),
+                              apply for a NodeCode on first start (CPIN-FED-001), then report
+                              upward in the background until stop()
+    lookup(code)    a node record from the national registry, cached for RECORD_TTL
+    call(...)       one authenticated node-to-node request (CPIN-FED-003), failures mapped to
+                    502 upstream-unavailable / 504 upstream-timeout (CPIN-FED-008)
+    resolve(id)     identification.md §9 steps 4-5, for identifiers this node did not issue
+    national_index  the national node's catalogue, for federation-wide selection (CPIN-SEL-015)
+    forward_task, remote_task   createTask / getTask / cancelTask at the owning node
+
+The upward flows (identifiers, catalogue, metrics) share one background task and one rule:
+each sends, in write order, what was written after the last position the parent took, and
+moves that position only once the parent has answered (200, or 400 for a batch it will never
+take). So a parent that is down loses nothing: the same items go again in a later round
+(CPIN-FED-011), and the parent applies them idempotently. A round sends at most REPORT_BATCH
+items per flow; one that filled a batch is followed at once by the next.
 
 The HTTP client takes an httpx transport, so tests run a whole federation in one process
 (`httpx.ASGITransport` per node, mounted by base URL) and production uses sockets.
@@ -19,12 +28,18 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import httpx
+from jsonschema import Draft202012Validator
 
 from reference_impl.problems import Problem
 from reference_impl.store import schema
+from spec import ID_BASE, Spec
 
 if TYPE_CHECKING:
     from reference_impl.node import Node
@@ -33,8 +48,13 @@ log = logging.getLogger("reference_impl.federation")
 
 UPSTREAM_TIMEOUT = 5.0  # CPIN-FED-012 (SHOULD <= 5 s; CPIN-FED-008 MUST <= 10 s)
 RECORD_TTL = 60.0  # registry records cached this long: CPIN-FED-013 allows 300 s
-REPORT_INTERVAL = 1.0  # identifier reports reach the parent well within CPIN-ID-022's 60 s
-REPORT_BATCH = 200
+REPORT_INTERVAL = 1.0  # changes reach the parent well within the 60 s of CPIN-ID-022/AGG-019
+REPORT_BATCH = 200  # items per flow and round; the federation schemas allow 1000
+MEASURE_INTERVAL = timedelta(seconds=30)  # CPIN-MON-012 asks for a fresh L2 at least every 60 s
+METRIC_VALIDITY = 60  # s: a measurement stays fresh until the next one has surely arrived
+INDEX_TTL = 10.0  # s the national index is reused for selection (CPIN-SEL-015 allows 60 s)
+INDEX_PAGE = 100  # the largest page listResources gives
+INDEX_PAGES = 1000  # a national index longer than this many pages is cut (and logged)
 
 schema("""
 CREATE TABLE IF NOT EXISTS identity (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,6 +73,10 @@ class Federation:
         self.parent: dict[str, Any] = {}
         self._records: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._reporter: asyncio.Task[None] | None = None
+        self._index: tuple[float, list[dict[str, Any]]] = (0.0, [])
+        self._measured: datetime | None = None
+        self.contacts: dict[str, datetime] = {}
+        """NodeCode -> the last time a node answered this node's call (listPeers)."""
 
     async def start(self) -> None:
         from reference_impl.api.registry import ensure_national_record
@@ -174,25 +198,55 @@ class Federation:
                 (self.node.node_code,),
             )
             return [dict(json.loads(row["record"])) for row in rows]
-        found: list[dict[str, Any]] = []
+        pages = self._pages("/v1/nodes", {"parent": self.node.node_code}, {"registry:read"})
+        return [item async for item in pages]
+
+    async def national_index(self) -> list[dict[str, Any]]:
+        """CPIN-SEL-015: every resource the national node lists, reused for INDEX_TTL.
+
+        The national node's own table is the index, so it has nothing to fetch. Elsewhere, when
+        the national node cannot be reached, the last index fetched is answered (empty if none)
+        for another INDEX_TTL: the node goes on selecting among the resources it knows
+        (CPIN-FED-010) without waiting on the national node at every request."""
+        if self.node.config.role == "national":
+            return []
+        loop = asyncio.get_running_loop()
+        expires, index = self._index
+        if expires > loop.time():
+            return index
+        try:
+            pages = self._pages("/v1/resources", {}, {"catalogue:read"})
+            index = [item async for item in pages]
+        except Problem as problem:
+            log.warning("national index unavailable, selecting among known resources: %s", problem)
+            index = self._index[1]  # and not asked again before INDEX_TTL has passed
+        self._index = (loop.time() + INDEX_TTL, index)
+        return index
+
+    async def _pages(
+        self, path: str, query: Mapping[str, Any], scopes: set[str]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The items of every page of a list at the national node, at most INDEX_PAGES pages."""
         cursor: str | None = None
-        while True:
-            query = f"?parent={self.node.node_code}&limit=100" + (
-                f"&cursor={cursor}" if cursor else ""
-            )
-            response = await self._ask_national(f"/v1/nodes{query}")
+        for _ in range(INDEX_PAGES):
+            params = {**query, "limit": INDEX_PAGE, **({"cursor": cursor} if cursor else {})}
+            response = await self._ask_national(f"{path}?{urlencode(params)}", scopes)
             if response.status_code != 200:
                 raise Problem(
-                    "upstream-unavailable", f"the national registry answered {response.status_code}"
+                    "upstream-unavailable", f"the national node answered {response.status_code}"
                 )
             listing = response.json()
-            found.extend(listing["items"])
+            for item in listing["items"]:
+                yield item
             cursor = listing.get("nextCursor")
             if not cursor:
-                return found
+                return
+        log.warning("%s at the national node has more than %d pages; cut", path, INDEX_PAGES)
 
-    async def _ask_national(self, path: str) -> httpx.Response:
-        """A registry read at the national node, which must have been reached once."""
+    async def _ask_national(
+        self, path: str, scopes: Iterable[str] = ("registry:read",)
+    ) -> httpx.Response:
+        """A read at the national node, which must have been reached once."""
         if not self.national:
             raise Problem("upstream-unavailable", "the national node has not been reached yet")
         return await self._send(
@@ -200,7 +254,7 @@ class Federation:
             self.national["baseUrl"],
             "GET",
             path,
-            scopes={"registry:read", "federation"},
+            scopes={*scopes, "federation"},
         )
 
     async def call(
@@ -236,7 +290,7 @@ class Federation:
         if request_id:
             headers["X-Request-Id"] = request_id  # CPIN-FED-009
         try:
-            return await self.client.request(
+            response = await self.client.request(
                 method, f"{base_url}{path}", json=body, headers=headers
             )
         except httpx.TimeoutException:
@@ -245,6 +299,9 @@ class Federation:
             raise Problem(
                 "upstream-unavailable", f"{node_code} could not be reached: {exc}"
             ) from None
+        if response.status_code < 500:
+            self.contacts[node_code] = self.node.now()
+        return response
 
     async def resolve(self, identifier: str) -> tuple[int, Any, dict[str, str]]:
         """identification.md §9 steps 4-5: ask the issuing node, relay what it answers."""
@@ -262,19 +319,89 @@ class Federation:
             raise Problem("upstream-unavailable", f"{issuer} answered no JSON") from None
         return response.status_code, body, dict(response.headers)
 
+    # -- tasks at the owning node (CPIN-SCHED-010, CPIN-FED-007, CPIN-FED-008) ------------
+
+    async def forward_task(self, body: Mapping[str, Any], request_id: str) -> dict[str, Any]:
+        """createTask at the node whose NodeCode the resource carries: its task record, or
+        its 404/409 raised as the same problem; 502/504 when it gives no valid answer."""
+        owner = str(body["resourceId"])[:9]
+        if await self.lookup(owner) is None:
+            raise Problem(
+                "not-found", f"No node {owner} is registered to hold {body['resourceId']}."
+            )
+        response = await self.call(owner, "POST", "/v1/tasks", scopes={"tasks:write"},
+                                   body=dict(body), request_id=request_id)  # fmt: skip
+        return self._task_answer(owner, response, 201)
+
+    async def remote_task(
+        self, owner: str, task_id: str, request_id: str, *, cancel: bool = False
+    ) -> dict[str, Any]:
+        """getTask (or cancelTask) of a forwarded task at the node it was forwarded to."""
+        if cancel:
+            method, path, scope = "POST", f"/v1/tasks/{task_id}/cancel", "tasks:write"
+        else:
+            method, path, scope = "GET", f"/v1/tasks/{task_id}", "tasks:read"
+        response = await self.call(owner, method, path, scopes={scope}, request_id=request_id)
+        return self._task_answer(owner, response, 200)
+
+    def _task_answer(self, owner: str, response: httpx.Response, expected: int) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except json.JSONDecodeError:
+            body = None
+        status = response.status_code
+        if status == expected and _task_validator(self.node.spec).is_valid(body):
+            return dict(body)
+        if status in {404, 409} and (slug := self._problem_slug(body, status)):
+            raise Problem(slug, f"{owner}: {body.get('detail', '')}")  # CPIN-FED-007
+        raise Problem("upstream-unavailable", f"{owner} gave no valid answer (status {status}).")
+
+    def _problem_slug(self, body: Any, status: int) -> str | None:
+        """The slug of a problem body whose type is one of the spec's, with that status."""
+        prefix = f"{ID_BASE}problems/"
+        kind = body.get("type") if isinstance(body, dict) else None
+        if not isinstance(kind, str) or not kind.startswith(prefix):
+            return None
+        slug = kind.removeprefix(prefix)
+        try:
+            return slug if self.node.problems.status(slug) == status else None
+        except KeyError:
+            return None
+
+    # -- upward flows ----------------------------------------------------------------------
+
     async def _report_forever(self) -> None:
-        """Bounded by the node's life: runs until stop() cancels it; a failed round retries."""
+        """Bounded by the node's life: runs until stop() cancels it; a failed round retries.
+        A round that sent a full batch is followed at once by the next one."""
         while True:
+            full = await self._report_round()
+            await asyncio.sleep(0 if full else REPORT_INTERVAL)
+
+    async def _report_round(self) -> bool:
+        if not self.parent:
             try:
-                if not self.parent:
-                    await self._discover()
-                await self.report_identifiers()
-            except (Problem, httpx.HTTPError, OnboardingError) as exc:
-                log.warning("identifier report to %s failed: %s", self.parent.get("nodeCode"), exc)
-            await asyncio.sleep(REPORT_INTERVAL)
+                await self._discover()
+            except OnboardingError as exc:
+                log.warning("upward reports wait for the parent: %s", exc)
+                return False
+        flows: tuple[tuple[str, Callable[[], Awaitable[int]]], ...] = (
+            ("identifier", self.report_identifiers),
+            ("catalogue", self.report_catalogue),
+            ("metric", self.report_metrics),
+        )
+        full = False
+        for name, flow in flows:
+            try:
+                full = await flow() == REPORT_BATCH or full
+            except (Problem, httpx.HTTPError) as exc:
+                log.warning("%s report to %s failed: %s", name, self.parent.get("nodeCode"), exc)
+            except Exception:
+                log.exception("%s report to %s failed", name, self.parent.get("nodeCode"))
+        return full
 
     async def report_identifiers(self) -> int:
-        """Send the parent every identifier record written since the last accepted report."""
+        """CPIN-ID-022/023/030: every identifier record written since the last accepted report,
+        the copies this node's children reported to it included."""
         from reference_impl.api.identification import changed_since
 
         after = int(self.remembered("reported.identifiers") or 0)
@@ -282,11 +409,134 @@ class Federation:
         if not changes:
             return 0
         body = {"reporter": self.node.node_code, "identifiers": [item for _, item in changes]}
-        response = await self.call(self.parent["nodeCode"], "POST", "/v1/federation/identifiers",
-                                   scopes={"federation"}, body=body)  # fmt: skip
-        if response.status_code != 200:
-            raise Problem(
-                "upstream-unavailable", f"report refused: {response.status_code} {response.text}"
-            )
+        await self._push("/v1/federation/identifiers", "federation", body)
         self.remember("reported.identifiers", str(changes[-1][0]))
         return len(changes)
+
+    async def report_catalogue(self) -> int:
+        """CPIN-AGG-019/021: catalogue entries written since the last accepted push, own and
+        aggregated, each as the node holds it; a withdrawn entry travels as a withdrawal."""
+        after = int(self.remembered("reported.catalogue") or 0)
+        rows = self.node.store.rows(
+            "SELECT seq, resource_id, withdrawn_at, record FROM resources"
+            " WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, REPORT_BATCH),
+        )
+        if not rows:
+            return 0
+        upserts = [
+            _as_pushed(row["record"], "origin") for row in rows if row["withdrawn_at"] is None
+        ]
+        withdrawals = [row["resource_id"] for row in rows if row["withdrawn_at"] is not None]
+        body: dict[str, Any] = {"reporter": self.node.node_code}
+        if upserts:
+            body["upserts"] = upserts
+        if withdrawals:
+            body["withdrawals"] = withdrawals
+        await self._push("/v1/federation/catalogue", "federation", body)
+        self.remember("reported.catalogue", str(rows[-1]["seq"]))
+        return len(rows)
+
+    async def report_metrics(self) -> int:
+        """CPIN-MON-011/012: the node's own measurements (taken here when due) and every record
+        stored since the last accepted push, its children's included, while still fresh; a
+        record whose validity ran out would be refused as stale-metric, so it is not sent."""
+        from reference_impl import metrics
+
+        self.measure()
+        after = int(self.remembered("reported.metrics") or 0)
+        rows = self.node.store.rows(
+            "SELECT seq, expires, record FROM metric_records WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, REPORT_BATCH),
+        )
+        if not rows:
+            return 0
+        now = metrics.micros(self.node.now())
+        records = [_as_pushed(row["record"], "recordId") for row in rows if now <= row["expires"]]
+        if records:
+            await self._push("/v1/metrics", "metrics:write", {"records": records})
+        self.remember("reported.metrics", str(rows[-1]["seq"]))
+        return len(rows)
+
+    def measure(self) -> int:
+        """Store the node's own measurements when MEASURE_INTERVAL has passed since the last."""
+        from reference_impl.api.monitoring import _store as store_metric
+        from reference_impl.node import timestamp
+
+        now, own = self.node.now(), self.node.node_code
+        if own is None or (self._measured is not None and now - self._measured < MEASURE_INTERVAL):
+            return 0
+        rows = self.node.store.rows(
+            "SELECT record FROM resources WHERE origin = ? AND withdrawn_at IS NULL", (own,)
+        )
+        records = own_measurements(own, [json.loads(row["record"]) for row in rows], timestamp(now))
+        with self.node.store.transaction() as db:
+            for record in records:
+                store_metric(db, record, own)
+        self._measured = now
+        return len(records)
+
+    async def _push(self, path: str, scope: str, body: Mapping[str, Any]) -> None:
+        """One upward push. 200 is accepted (items the parent refused one by one are logged);
+        a 400 is a batch the parent will never take, logged and passed over so that the flow
+        does not stall; anything else raises, and the same batch goes again next round."""
+        parent = self.parent["nodeCode"]
+        response = await self.call(parent, "POST", path, scopes={scope}, body=body)
+        if response.status_code == 200:
+            if rejected := response.json().get("rejected"):
+                details = [item.get("problem", {}).get("detail") for item in rejected[:3]]
+                log.warning("%s refused %d item(s) of %s: %s", parent, len(rejected), path, details)
+            return
+        if response.status_code == 400:
+            log.error("%s refused a batch of %s as invalid, passed over: %s",
+                      parent, path, response.text[:500])  # fmt: skip
+            return
+        raise Problem(
+            "upstream-unavailable", f"{parent} answered {path} with {response.status_code}"
+        )
+
+
+def own_measurements(
+    node_code: str, resources: Iterable[Mapping[str, Any]], at: str
+) -> list[dict[str, Any]]:
+    """What the reference node measures of itself: per resource, its rated peak at each
+    precision (devices x per-device peak, one record per precision: figures of different
+    precisions are never added), and one L2 score of the node, 10 x the share of its resources
+    in health state ok (10 when it has none)."""
+    common = {"timestamp": at, "validitySeconds": METRIC_VALIDITY}
+    records: list[dict[str, Any]] = []
+    resources = list(resources)
+    for resource in resources:
+        peaks: dict[str, tuple[float, str]] = {}
+        groups = [(int(g["count"]), g.get("peak", [])) for g in resource.get("accelerators", [])]
+        groups.append((1, resource.get("cpu", {}).get("peak", [])))
+        for count, figures in groups:
+            for figure in figures:
+                value, unit = peaks.get(figure["precision"], (0.0, figure["unit"]))
+                peaks[figure["precision"]] = (value + count * float(figure["value"]), unit)
+        subject = {"nodeCode": node_code, "resourceId": resource["resourceId"]}
+        records += [
+            {"subject": subject, "level": "L0", "category": "compute", "name": "compute.peak",
+             "value": round(value, 6), "unit": unit, "precision": precision, **common}
+            for precision, (value, unit) in peaks.items()
+        ]  # fmt: skip
+    healthy = sum(1 for r in resources if r.get("healthState") == "ok")
+    score = 10.0 * healthy / len(resources) if resources else 10.0
+    records.append({"subject": {"nodeCode": node_code}, "level": "L2", "value": round(score, 3),
+                    "unit": "score", **common})  # fmt: skip
+    return records
+
+
+def _as_pushed(stored: str, *local: str) -> dict[str, Any]:
+    """A stored record as it travels upward, without the members that only the holding node
+    gives it: `origin` of a catalogue copy (federation.json CataloguePush), `recordId` of a
+    metric record (metric-record.json MetricBatch)."""
+    record: dict[str, Any] = json.loads(stored)
+    for key in local:
+        record.pop(key, None)
+    return record
+
+
+@cache
+def _task_validator(spec: Spec) -> Draft202012Validator:
+    return Draft202012Validator({"$ref": spec.uri("schemas/task.json")}, registry=spec.registry())

@@ -17,7 +17,6 @@ from referencing.jsonschema import DRAFT202012
 
 from spec import Spec
 
-HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 _IDENTIFIER_DEFS = {"NodeCode": "node-code", "ResourceId": "resource-id"}
 
 

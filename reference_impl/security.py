@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS oauth_clients (
 ACCESS_TOKEN_LIFETIME = 900  # s: CPIN-SEC-013 caps at 3600, CPIN-SEC-014 asks for 900
 ASSERTION_LIFETIME = 300  # s: CPIN-FED-003
 CLOCK_SKEW = 60  # s: CPIN-SEC-017
+VERIFIED_TOKENS = 10_000  # own tokens whose signature was checked once (bounded memory)
 ALGORITHMS = frozenset({"EdDSA", "ES256"})  # CPIN-SEC-003/004: asymmetric only
 FEDERATION_SCOPE = "federation"
 _ACCESS_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "scope"]  # CPIN-SEC-005
@@ -70,6 +71,7 @@ class Security:
         self.kid = self._public["kid"]
         self.lookup_node: NodeLookup = lookup_node or self._registry_record
         self.limiter = RateLimiter(node.config.rate_limit_per_minute)
+        self._verified: dict[str, tuple[Principal, dict[str, Any]]] = {}
         self.scope_names = frozenset(
             node.spec.openapi["components"]["securitySchemes"]["oauth2"]["flows"][
                 "clientCredentials"
@@ -166,6 +168,10 @@ class Security:
                 "This operation requires a Bearer access token.",
                 headers={"WWW-Authenticate": f'Bearer realm="{self._realm()}"'},
             )
+        if cached := self._verified.get(token):
+            principal, claims = cached
+            self._check_claims(claims)  # time limits are judged on every use, cached or not
+            return principal
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -176,10 +182,19 @@ class Security:
         issuer = unverified.get("iss")
         if issuer == self.issuer:
             claims = self._verify(token, header, self.jwks(), issuer)
-            return Principal(subject=claims["sub"], scopes=_scopes(claims))
+            principal = Principal(subject=claims["sub"], scopes=_scopes(claims))
+            self._remember(token, principal, claims)
+            return principal
         if not isinstance(issuer, str) or not self._node_code.is_valid(issuer):
             raise self._invalid("token issuer unknown")
         return await self._authenticate_node(token, header, issuer)
+
+    def _remember(self, token: str, principal: Principal, claims: dict[str, Any]) -> None:
+        """Skip the Ed25519 check next time: a token this node signed stays signed. (Node
+        assertions are not remembered: the issuer's registry status must be read each time.)"""
+        if len(self._verified) >= VERIFIED_TOKENS:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = (principal, claims)
 
     async def _authenticate_node(
         self, token: str, header: dict[str, Any], issuer: str

@@ -7,13 +7,15 @@ in one `BEGIN IMMEDIATE` transaction: concurrent submits are serialised by the w
 can never together take more than was free (CPIN-SCHED-006, CPIN-SCHED-007).
 
 A task belongs to the client that created it (`owner`); everyone else gets 404 (CPIN-SCHED-014).
-Tasks for resources whose record of origin another node holds are forwarded: that is the
-federation layer's job, and `_forward` is the hook it replaces.
+A task for a resource whose record of origin another node holds is created at that node
+through `node.federation` and mirrored here: `forwardedTo`/`forwardedTaskId` name it, getTask
+and cancelTask ask the owner (CPIN-SCHED-010/011, CPIN-FED-007/008).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import uuid
 from collections.abc import Mapping
@@ -27,6 +29,8 @@ from reference_impl.problems import Problem
 from reference_impl.store import schema
 from reference_impl.tasks import advance, allocated, cancel, machine, new_task
 from spec import Spec
+
+log = logging.getLogger("reference_impl.scheduling")
 
 schema("""
 CREATE TABLE IF NOT EXISTS tasks (
@@ -53,7 +57,7 @@ async def create_task(call: Call) -> Reply:
     _check_selection(node, body)
     own = _own_code(node)
     if _held_elsewhere(node.store.row(_RESOURCE, (resource_id,)), resource_id, own):
-        _forward(node, body)  # decided before the write lock: forwarding waits on the network
+        return await _forward(call)  # decided before the write lock: it waits on the network
     with node.store.transaction() as db:
         resource = db.execute(_RESOURCE, (resource_id,)).fetchone()
         if resource is None or resource["withdrawn_at"] is not None:
@@ -114,7 +118,18 @@ async def get_task(call: Call) -> Reply:
         tasks = _refresh(db, node, "task_id = ? AND owner = ?", (task_id, _owner(call)))
     if not tasks:
         raise _unknown_task(task_id)
-    return Reply(200, tasks[0])
+    task = tasks[0]
+    if "forwardedTo" not in task or task["state"] in machine(node.spec).terminal:
+        return Reply(200, task)
+    try:
+        remote = await node.federation.remote_task(
+            task["forwardedTo"], task["forwardedTaskId"], call.request_id
+        )
+    except Problem as problem:  # getTask answers the last state known (no 502 documented)
+        log.warning("task %s: no state from %s: %s", task_id, task["forwardedTo"], problem)
+        return Reply(200, task)
+    with node.store.transaction() as db:
+        return Reply(200, _mirror(db, node, task_id, remote))
 
 
 @handles("cancelTask")
@@ -127,10 +142,20 @@ async def cancel_task(call: Call) -> Reply:
         ).fetchone()
         if row is None:
             raise _unknown_task(task_id)
-        task = cancel(json_record(row), node.now(), machine(node.spec))
-        _save(db, task)
+        task = json_record(row)
+        forwarded = "forwardedTo" in task and task["state"] not in machine(node.spec).terminal
+        if not forwarded:
+            task = cancel(task, node.now(), machine(node.spec))
+            _save(db, task)
+            node.audit(db, call, "task.canceled", task_id, status=200)
+            return Reply(200, task)
+    remote = await node.federation.remote_task(
+        task["forwardedTo"], task["forwardedTaskId"], call.request_id, cancel=True
+    )
+    with node.store.transaction() as db:
+        mirrored = _mirror(db, node, task_id, remote)
         node.audit(db, call, "task.canceled", task_id, status=200)
-    return Reply(200, task)
+    return Reply(200, mirrored)
 
 
 @handles("getResourceCapacity")
@@ -225,16 +250,47 @@ def _check_selection(node: Node, body: Mapping[str, Any]) -> None:
         )
 
 
-def _forward(node: Node, body: Mapping[str, Any]) -> None:
-    """Hook for the federation layer: a resource whose record of origin another node holds.
+async def _forward(call: Call) -> Reply:
+    """CPIN-SCHED-010: the task created at the node whose NodeCode the resource carries; its
+    404 and 409 reach the client unchanged, 502/504 when it cannot be had (CPIN-FED-007/008).
+    The local record names the owner (`forwardedTo`, `forwardedTaskId`) and mirrors its state."""
+    node, body = call.node, call.body
+    received = node.now()
+    remote = await node.federation.forward_task(body, call.request_id)
+    task = new_task(str(uuid.uuid4()), body, remote["nodeCode"], received)
+    task.update(forwardedTo=body["resourceId"][:9], forwardedTaskId=remote["taskId"])
+    task.update(_state_of(remote))
+    with node.store.transaction() as db:
+        db.execute(
+            "INSERT INTO tasks (task_id, owner, resource_id, state, record) VALUES (?, ?, ?, ?, ?)",
+            (task["taskId"], _owner(call), body["resourceId"], task["state"], _dump(task)),
+        )
+        node.audit(db, call, "task.created", task["taskId"], status=201)
+    return Reply(201, task, {"Location": f"/v1/tasks/{task['taskId']}"})
 
-    Replaced by forwarding towards that node (CPIN-SCHED-010, CPIN-SCHED-011, CPIN-FED-007,
-    CPIN-FED-008): its 404 or 409 passed on unchanged, 502/504 when it cannot be reached.
-    Until then the node answers as if the owning node could not be reached."""
-    raise Problem(
-        "upstream-unavailable",
-        f"{body['resourceId']} is held by another node, and this node does not forward tasks yet.",
-    )
+
+def _mirror(
+    db: sqlite3.Connection, node: Node, task_id: str, remote: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The local record with the owner's state, read and written in the caller's transaction.
+    A terminal record stays as it is (CPIN-SCHED-002); otherwise the owner's answer wins,
+    unless it is older than what is stored (a shorter history, from a slower concurrent read)
+    and not final."""
+    terminal = machine(node.spec).terminal
+    row = db.execute("SELECT record FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+    task: dict[str, Any] = json_record(row)
+    older = len(remote["stateHistory"]) < len(task["stateHistory"])
+    if task["state"] in terminal or (older and remote["state"] not in terminal):
+        return task
+    task.pop("failureReason", None)
+    task.update(_state_of(remote))
+    _save(db, task)
+    return task
+
+
+def _state_of(remote: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("state", "stateHistory", "updatedAt", "failureReason")
+    return {key: remote[key] for key in keys if key in remote}
 
 
 def _owner(call: Call) -> str:

@@ -21,7 +21,7 @@ from urllib.parse import unquote_plus
 from jsonschema import Draft202012Validator
 
 from reference_impl.calls import Call, Principal, Reply, decode_cursor, handles, page
-from reference_impl.node import json_record, timestamp
+from reference_impl.node import Node, json_record, timestamp
 from reference_impl.problems import Problem
 from spec import Spec
 
@@ -31,7 +31,16 @@ _DESCRIPTION_CHARS = {chr(c) for c in range(0x21, 0x7F)} - {'"', "\\"}  # RFC 67
 _JWKS_MAX_AGE = "max-age=300"  # a rotated-in key reaches every verifier within 5 minutes
 
 
-@handles("issueToken", checks_own_body=True)
+def _token_error(problem: Problem, node: Node) -> Problem:
+    """Every refusal of the token endpoint is a token error (token.json TokenError, with
+    Cache-Control: no-store): one the app raised before the handler ran is invalid_request."""
+    if "error" in problem.members or problem.slug != "invalid-request":
+        problem.headers = {**_NO_STORE, **problem.headers}
+        return problem
+    return _token_problem(node.spec, "invalid_request", problem.detail, problem.headers)
+
+
+@handles("issueToken", checks_own_body=True, problem_form=_token_error)
 async def issue_token(call: Call) -> Reply:
     """CPIN-SEC-001/002/015: client credentials in, a token of at most the client's scopes out."""
     form: dict[str, Any] = call.body if isinstance(call.body, dict) else {}
@@ -138,15 +147,30 @@ def _granted(call: Call, requested: str | None, allowed: frozenset[str]) -> set[
 
 def _refusal(call: Call, error: str, detail: str) -> Problem:
     """A token error: problem+json with RFC 6749's `error` and `error_description`."""
-    headers = dict(_NO_STORE)
-    slug = "invalid-request"
+    headers = {}
     if error == "invalid_client":
-        slug = "unauthorized"
         realm = call.node.node_code or "cpin"
         headers["WWW-Authenticate"] = f'Basic realm="{realm}", charset="UTF-8"'
+    return _token_problem(call.node.spec, error, detail, headers)
+
+
+def _token_problem(spec: Spec, error: str, detail: str, headers: dict[str, str]) -> Problem:
+    slug = "unauthorized" if error == "invalid_client" else "invalid-request"
     visible = "".join(c for c in detail.rstrip(".") if c == " " or c in _DESCRIPTION_CHARS)
-    description = visible[:1].lower() + visible[1:]
-    return Problem(slug, detail, headers=headers, error=error, error_description=description)
+    description = (visible[:1].lower() + visible[1:])[: _description_max(spec)].strip() or error
+    return Problem(
+        slug,
+        detail,
+        headers={**_NO_STORE, **headers},
+        error=error,
+        error_description=description,
+    )
+
+
+@cache
+def _description_max(spec: Spec) -> int:
+    member = spec.load("schemas/token.json")["$defs"]["TokenError"]["properties"]
+    return int(member["error_description"]["maxLength"])
 
 
 @cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -216,3 +217,15 @@ def test_rate_limit_answers_429_with_retry_after(
     retry = int(answers[-1].headers["retry-after"])
     assert 1 <= retry <= 60
     assert answers[-1].json()["type"].endswith("/rate-limited")
+
+
+def test_a_remembered_token_still_expires(node_factory: Any) -> None:
+    """The verified-token cache saves the signature check, never the expiry check."""
+    running = node_factory("regional")
+    headers = running.auth("audit:read")
+    assert running.client.get("/v1/audit-events", headers=headers).status_code == 200
+    later = running.node.now() + timedelta(hours=2)
+    running.node.now = lambda: later
+    refused = running.client.get("/v1/audit-events", headers=headers)
+    assert refused.status_code == 401
+    assert "expired" in refused.headers["www-authenticate"]

@@ -57,6 +57,32 @@ def test_unserved_method_is_405_with_allow(regional: RunningNode) -> None:
     assert response.headers["allow"] == "GET"
 
 
+def test_any_method_a_path_does_not_serve_is_405(regional: RunningNode) -> None:
+    for method in ("QUERY", "TRACE", "OPTIONS"):
+        response = regional.client.request(method, "/v1/health")
+        assert response.status_code == 405, method
+        assert response.headers["allow"] == "GET"
+
+
+def test_instance_is_the_path_as_a_uri_reference(regional: RunningNode) -> None:
+    body = _problem(regional.client.get("/v1/tasks/%C2%84"), 401, "unauthorized")
+    assert body["instance"] == "/v1/tasks/%C2%84"
+
+
+def test_token_endpoint_refusals_made_before_its_handler_are_token_errors(
+    regional: RunningNode,
+) -> None:
+    response = regional.client.post(
+        "/v1/oauth/token",
+        content=b"grant_type=client_credentials",
+        headers={"X-Request-Id": "two words", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    body = _problem(response, 400, "invalid-request")
+    assert body["error"] == "invalid_request"
+    assert body["error_description"]
+    assert response.headers["cache-control"] == "no-store"
+
+
 def test_missing_token_is_401_with_bearer_challenge(regional: RunningNode) -> None:
     response = regional.client.get(RESOLVE)
     _problem(response, 401, "unauthorized")
@@ -89,6 +115,10 @@ def test_unknown_query_parameter_and_bad_limit(regional: RunningNode) -> None:
     assert body["errors"] == [
         {"parameter": "colour", "message": "not a parameter of this operation"}
     ]
+    body = _problem(
+        regional.client.get("/v1/identifiers?=red", headers=headers), 400, "invalid-request"
+    )
+    assert body["errors"] == [{"message": "a query parameter has no name"}]
     for limit in ("0", "101", "ten", "1.5"):
         response = regional.client.get(f"/v1/identifiers?limit={limit}", headers=headers)
         _problem(response, 400, "invalid-request")

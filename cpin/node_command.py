@@ -1,0 +1,200 @@
+"""`cpin node` and `cpin federation up`: run reference nodes on loopback.
+
+Secrets reach a node only through its environment, never its arguments (which `ps` shows):
+CPIN_DEMO_CLIENT_SECRET registers the client `demo` with every scope; CPIN_ONBOARDING_SECRET
+registers the client `onboarding` (registry:apply) at a national node, and is the applicant's
+credential at a regional or industry node on first start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from reference_impl.demo import DEMO_CLIENT, ONBOARDING_CLIENT, federation
+from reference_impl.federation import OnboardingError
+from reference_impl.node import Node, NodeConfig
+from spec import default
+
+DEMO_SECRET_ENV = "CPIN_DEMO_CLIENT_SECRET"
+ONBOARDING_SECRET_ENV = "CPIN_ONBOARDING_SECRET"
+START_TIMEOUT = 30.0
+
+
+class UsageError(Exception):
+    """Bad arguments or configuration: one line, exit 2."""
+
+
+def node_config(
+    role: str,
+    port: int,
+    data: Path,
+    upstream: str | None,
+    province: str | None,
+    industry: str | None,
+    applicant_file: Path | None,
+) -> NodeConfig:
+    every_scope = set(
+        default().openapi["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"][
+            "scopes"
+        ]
+    )
+    clients: list[tuple[str, str, set[str]]] = []
+    if demo := os.environ.get(DEMO_SECRET_ENV):
+        clients.append((DEMO_CLIENT, demo, every_scope))
+    onboarding = os.environ.get(ONBOARDING_SECRET_ENV)
+    config = NodeConfig(role=role, data_dir=data, port=port, upstream=upstream,
+                        province=province, industry=industry, clients=clients)  # fmt: skip
+    if role == "national":
+        config.node_code = _national_code()
+        if onboarding:
+            clients.append((ONBOARDING_CLIENT, onboarding, {"registry:apply"}))
+    elif onboarding:
+        config.applicant_client = (ONBOARDING_CLIENT, onboarding)
+    if applicant_file is not None:
+        details = _applicant(applicant_file)
+        config.name, config.applicant, config.contact = (
+            details["name"], details["applicant"], details["contact"]
+        )  # fmt: skip
+    return config
+
+
+def _national_code() -> str:
+    layout = yaml.safe_load((Path(__file__).parents[1] / "reference_impl" / "demo-federation.yaml")
+                            .read_text(encoding="utf-8"))  # fmt: skip
+    return str(layout["national"]["nodeCode"])
+
+
+def _applicant(path: Path) -> dict[str, Any]:
+    try:
+        details = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read applicant file {path}: {exc}") from None
+    missing = {"name", "applicant", "contact"} - set(details or {})
+    if missing:
+        raise UsageError(f"applicant file {path} lacks {', '.join(sorted(missing))}")
+    return dict(details)
+
+
+def run_node(config: NodeConfig) -> int:
+    """Onboard if needed (a refusal is one line, exit 2), then serve until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from reference_impl.app import create_app
+
+    try:
+        asyncio.run(_onboard(config))
+    except OnboardingError as exc:
+        print(f"cpin node: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=config.host, port=config.port, log_level="warning")
+    )
+    print(f"cpin node: {config.role} {app.state.node.node_code} at {config.base_url}", flush=True)
+    server.run()
+    return 0 if server.started else 3
+
+
+async def _onboard(config: NodeConfig) -> None:
+    """First start of a regional or industry node: get the NodeCode before serving."""
+    if config.role == "national":
+        return
+    node = Node(config, default())
+    try:
+        await node.federation.start()
+    finally:
+        await node.federation.stop()
+        node.close()
+
+
+def federation_up(base_port: int, data: Path | None) -> int:
+    """National + 2 regional + 1 industry node as child processes, until interrupted."""
+    root = data or Path(tempfile.mkdtemp(prefix="cpin-federation-"))
+    root.mkdir(parents=True, exist_ok=True)
+    demo = federation(default(), base_port, root)
+    env = {
+        **os.environ,
+        DEMO_SECRET_ENV: demo.demo_secret,
+        ONBOARDING_SECRET_ENV: demo.onboarding_secret,
+    }
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        for key, config in demo.configs.items():
+            children.append(_spawn(key, config, root, env))
+            code = _wait_until_serving(config, children[-1])
+            print(f"{key:26} {config.role:9} {code}  {config.base_url}", flush=True)
+        print(f"demo client: id {DEMO_CLIENT}  secret {demo.demo_secret}  (token: POST "
+              f"<node>/v1/oauth/token, HTTP Basic)", flush=True)  # fmt: skip
+        print(f"data in {root}; Ctrl-C stops the federation", flush=True)
+        signal.signal(signal.SIGTERM, _interrupt)
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        print("cpin federation: a node stopped unexpectedly", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 0
+    except UsageError as exc:
+        print(f"cpin federation: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        stop_all(children)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _spawn(
+    key: str, config: NodeConfig, root: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "cpin", "node", "--role", config.role,
+               "--port", str(config.port), "--data", str(config.data_dir)]  # fmt: skip
+    if config.upstream:
+        command += ["--upstream", config.upstream, "--province", str(config.province)]
+        applicant = root / f"{key}-applicant.yaml"
+        details = {"name": config.name, "applicant": config.applicant, "contact": config.contact}
+        applicant.write_text(yaml.safe_dump(details, allow_unicode=True), encoding="utf-8")
+        command += ["--applicant", str(applicant)]
+    if config.industry:
+        command += ["--industry", config.industry]
+    with (root / f"{key}.log").open("ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_until_serving(config: NodeConfig, child: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise UsageError(f"the {config.role} node on port {config.port} exited; see its log")
+        try:
+            info = httpx.get(f"{config.base_url}/v1/service-info", timeout=1.0)
+            if info.status_code == 200:
+                return str(info.json()["nodeCode"])
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise UsageError(f"the {config.role} node on port {config.port} did not start in time")
+
+
+def stop_all(children: list[subprocess.Popen[bytes]]) -> None:
+    """Children first (reverse start order), politely, then firmly; never leaves one running."""
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    for child in reversed(children):
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
