@@ -38,6 +38,7 @@ import reference_impl.api
 from reference_impl.api import identification
 from reference_impl.calls import (
     ANONYMOUS,
+    CURSOR_KEY,
     HANDLERS,
     OWN_BODY_CHECKS,
     PROBLEM_FORMS,
@@ -141,7 +142,8 @@ class _Pipeline:
         request_id = given if given is not None and valid else str(uuid.uuid4())
         principal = ANONYMOUS
         operation = operations.get(request.method.upper())
-        try:
+        signing = CURSOR_KEY.set(self.node.security.cursor_key)  # reset below: nested in-process
+        try:  # calls between nodes run in this task and must not leave their key behind
             if given is not None and not valid:
                 raise Problem("invalid-request", "X-Request-Id must be 1-128 visible ASCII.")
             if operation is None:
@@ -168,6 +170,8 @@ class _Pipeline:
             log.exception("unhandled error in %s %s", request.method, request.url.path)
             crash = Problem("internal-error", "The node failed to process this request.")
             return self.problem_response(crash, request, request_id)
+        finally:
+            CURSOR_KEY.reset(signing)
 
     async def prepare(
         self, request: Request, operation: Operation, request_id: str, principal: Principal

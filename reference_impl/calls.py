@@ -14,8 +14,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -105,18 +107,35 @@ def etag_of(record: Any) -> str:
     return '"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
 
 
+CURSOR_KEY: ContextVar[bytes] = ContextVar("cursor_key")
+"""The key of the node serving the current request (the app sets it): cursors carry an HMAC,
+so one altered or minted elsewhere is refused (CPIN-CORE-014), without handlers passing keys."""
+
+
 def encode_cursor(position: str) -> str:
-    return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
+    body = _base64(position.encode())
+    return f"{body}.{_mac(body)}"
 
 
 def decode_cursor(cursor: str | None) -> str | None:
     """The position a cursor stands for; a cursor this node did not make is a 400."""
     if cursor is None:
         return None
+    body, _, mac = cursor.rpartition(".")
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not body or not hmac.compare_digest(mac, _mac(body)):
+            raise ValueError("not signed by this node")
+        return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise Problem("invalid-request", "The cursor is not one this node issued.") from None
+
+
+def _base64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _mac(body: str) -> str:
+    return _base64(hmac.new(CURSOR_KEY.get(), body.encode(), hashlib.sha256).digest()[:16])
 
 
 def page(items: list[dict[str, Any]], limit: int, key: str) -> dict[str, Any]:

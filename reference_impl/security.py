@@ -72,6 +72,12 @@ class Security:
         self.lookup_node: NodeLookup = lookup_node or self._registry_record
         self.limiter = RateLimiter(node.config.rate_limit_per_minute)
         self._verified: dict[str, tuple[Principal, dict[str, Any]]] = {}
+        raw = self._key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        self.cursor_key = hashlib.sha256(b"cpin pagination cursors\0" + raw).digest()
         self.scope_names = frozenset(
             node.spec.openapi["components"]["securitySchemes"]["oauth2"]["flows"][
                 "clientCredentials"

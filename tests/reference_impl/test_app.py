@@ -181,3 +181,25 @@ def test_undocumented_answers_are_caught_in_test_mode(
     monkeypatch.setitem(HANDLERS, "getHealth", teapot)
     body = _problem(regional.client.get("/v1/health"), 500, "internal-error")
     assert "undocumented 418" in body["detail"]
+
+
+def test_cursors_are_signed_by_their_node(node_factory: Callable[..., RunningNode]) -> None:
+    """CPIN-CORE-014: an altered cursor, or one another node made, is refused."""
+    first, other = node_factory("regional"), node_factory("regional")
+    owner = {"uscc": "91350100M000100Y43", "name": "某公司"}
+    for running in (first, other):
+        for _ in range(2):
+            running.client.post(
+                REGISTER, json={"resType": "GPU", "owner": owner}, headers=running.auth("ids:write")
+            )
+    headers = first.auth("ids:read")
+    cursor = first.client.get("/v1/identifiers?limit=1", headers=headers).json()["nextCursor"]
+    assert first.client.get(f"/v1/identifiers?cursor={cursor}", headers=headers).status_code == 200
+    body, _, mac = cursor.partition(".")
+    altered = ("A" if body[0] != "A" else "B") + body[1:] + "." + mac
+    foreign = other.client.get("/v1/identifiers?limit=1", headers=other.auth("ids:read")).json()[
+        "nextCursor"
+    ]
+    for bad in (altered, foreign, body):
+        response = first.client.get(f"/v1/identifiers?cursor={bad}", headers=headers)
+        _problem(response, 400, "invalid-request")
