@@ -460,7 +460,7 @@ class Federation:
 
     def measure(self) -> int:
         """Store the node's own measurements when MEASURE_INTERVAL has passed since the last."""
-        from reference_impl.api.monitoring import _store as store_metric
+        from reference_impl.api.monitoring import store_record as store_metric
         from reference_impl.node import timestamp
 
         now, own = self.node.now(), self.node.node_code

@@ -187,7 +187,7 @@ def _build(folder: Path, count: int) -> Path:
                 for number in range(first, min(count, first + BATCH)):
                     res_type = types[number % len(types)]
                     identifier = identification.allocate(db, NODE_CODE, res_type)
-                    identification._write(db, {
+                    identification.write_record(db, {
                         "identifier": identifier, "resType": res_type, "issuer": NODE_CODE,
                         "owner": OWNER, "state": "active",
                         "description": f"Benchmark resource {number}",

@@ -26,8 +26,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from reference_impl.api.identification import _write as write_identifier
 from reference_impl.api.identification import allocate, merge_patch, rules
+from reference_impl.api.identification import write_record as write_identifier
 from reference_impl.calls import Call, Reply, decode_cursor, etag_of, handles, page
 from reference_impl.node import Node, json_record, timestamp
 from reference_impl.problems import Problem

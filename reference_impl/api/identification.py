@@ -106,7 +106,7 @@ async def register_identifier(call: Call) -> Reply:
             "createdAt": now,
             "updatedAt": now,
         }
-        _write(db, record)
+        write_record(db, record)
         node.audit(db, call, "identifier.registered", identifier, status=201)
     headers = {"Location": f"/v1/identifiers/{identifier}", "ETag": etag_of(record)}
     return Reply(201, _answer(record, "local"), headers)
@@ -171,7 +171,7 @@ async def update_identifier(call: Call) -> Reply:
         call.require_match(etag_of(record))
         updated = merge_patch(record, patch)
         updated["updatedAt"] = timestamp(node.now())
-        _write(db, updated)
+        write_record(db, updated)
         node.audit(db, call, "identifier.updated", identifier, status=200)
     return Reply(200, _answer(updated, "local"), {"ETag": etag_of(updated)})
 
@@ -184,7 +184,7 @@ async def revoke_identifier(call: Call) -> Reply:
     with node.store.transaction() as db:
         record = _current(db, identifier)
         record.update(state="revoked", revokedAt=now, updatedAt=now)
-        _write(db, record)
+        write_record(db, record)
         node.audit(db, call, "identifier.revoked", identifier, status=200)
     return Reply(200, _answer(record, "local"))
 
@@ -228,7 +228,7 @@ def store_reported(db: sqlite3.Connection, item: Mapping[str, Any]) -> None:
     }
     if item["state"] == "revoked":
         record["revokedAt"] = item["updatedAt"]
-    _write(db, record)
+    write_record(db, record)
 
 
 def changed_since(store: Store, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
@@ -408,7 +408,7 @@ def _current(db: sqlite3.Connection, identifier: str) -> dict[str, Any]:
     return record
 
 
-def _write(db: sqlite3.Connection, record: dict[str, Any]) -> None:
+def write_record(db: sqlite3.Connection, record: dict[str, Any]) -> None:
     """Insert or replace a record; `seq` orders every write for the upward reports."""
     db.execute(
         "INSERT OR REPLACE INTO identifiers (identifier, issuer, res_type, state, owner_uscc,"

@@ -85,7 +85,7 @@ async def push_metrics(call: Call) -> Reply:
                 body = node.problems.body(problem, call.request.url.path, call.request_id)
                 rejected.append({"index": index, "problem": body})
                 continue
-            _store(db, record, pusher)
+            store_record(db, record, pusher)
         if call.principal.node_code is not None and pusher != own:
             db.execute(
                 "INSERT OR REPLACE INTO metric_reports (node_code, last_report_at) VALUES (?, ?)",
@@ -196,7 +196,7 @@ def _refusal(record: Mapping[str, Any], allowed: set[str], now: int) -> tuple[st
     return None
 
 
-def _store(db: sqlite3.Connection, record: Mapping[str, Any], pusher: str) -> None:
+def store_record(db: sqlite3.Connection, record: Mapping[str, Any], pusher: str) -> None:
     """Store one record under a new recordId, unless the same measurement is stored already."""
     measured = metrics.instant(record["timestamp"])
     stored = {"recordId": str(uuid.uuid4()), **record}
