@@ -24,6 +24,24 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_block(size: int, start: int = 18700, stop: int = 28700) -> int:
+    """The first port of `size` consecutive free loopback ports (a federation's layout)."""
+    for base in range(start, stop, size):
+        sockets = []
+        try:
+            for port in range(base, base + size):
+                probe = socket.socket()
+                sockets.append(probe)
+                probe.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in sockets:
+                probe.close()
+    raise RuntimeError(f"no {size} consecutive free ports from {start} to {stop}")
+
+
 def cpin(*args: str, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as output:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(

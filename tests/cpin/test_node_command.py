@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from cpin.cli import main
-from tests.processes import ENV, token
+from tests.processes import ENV, free_block, token
 
 OWNER = {"uscc": "91350100M000100Y43", "name": "福建闽算智造有限公司"}
 
@@ -39,7 +39,7 @@ def test_node_usage_errors_are_one_line(
 
 
 def test_federation_up_resolves_an_industry_identifier_everywhere(tmp_path: Path) -> None:
-    base = 18700
+    base = free_block(4)
     process = subprocess.Popen(
         [sys.executable, "-m", "cpin", "federation", "up", "--base-port", str(base),
          "--data", str(tmp_path)],
