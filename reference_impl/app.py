@@ -242,7 +242,8 @@ class _Pipeline:
                 errors.append({"parameter": name, "message": "given more than once"})
             else:
                 values[name] = _convert(given if parameter.type == "array" else given[0], parameter)
-        return values
+        defaults = {p.name: p.default for p in declared.values() if p.default is not None}
+        return {**defaults, **values}  # handlers see the spec's defaults (limit: 20) applied
 
     def check_parameters(
         self, operation: Operation, call: Call, errors: list[dict[str, str]]

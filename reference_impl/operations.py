@@ -28,6 +28,7 @@ class Parameter:
     schema_uri: str
     type: str | None
     identifier: str | None
+    default: Any = None
 
 
 @dataclass
@@ -115,19 +116,19 @@ class CompiledSpec:
             location=parameter["in"],
             required=bool(parameter.get("required")),
             schema_uri=schema_uri,
-            type=self._type_of(parameter["schema"], uri),
+            type=_json_type(schema := self._resolved(parameter["schema"], uri)),
+            default=schema.get("default"),
             identifier=self._identifier_kind(parameter["schema"]),
         )
 
-    def _type_of(self, schema: dict[str, Any], base: str) -> str | None:
-        """The JSON type a query or path string must be converted to, following $refs."""
+    def _resolved(self, schema: dict[str, Any], base: str) -> dict[str, Any]:
+        """A parameter's schema with its $refs followed to the one that states its type."""
         seen = 0
         resolver = self.registry.resolver(base_uri=base)
         while "type" not in schema and "$ref" in schema and seen < 8:
             resolved = resolver.lookup(schema["$ref"])
             schema, resolver, seen = resolved.contents, resolved.resolver, seen + 1
-        kind = schema.get("type")
-        return kind if isinstance(kind, str) else None
+        return schema
 
     def _identifier_kind(self, schema: dict[str, Any]) -> str | None:
         ref = str(schema.get("$ref", ""))
@@ -149,3 +150,9 @@ class CompiledSpec:
 def _escape(part: str) -> str:
     """One RFC 6901 reference token."""
     return part.replace("~", "~0").replace("/", "~1")
+
+
+def _json_type(schema: dict[str, Any]) -> str | None:
+    """The JSON type a query or path string must be converted to."""
+    kind = schema.get("type")
+    return kind if isinstance(kind, str) else None

@@ -123,7 +123,7 @@ async def list_resources(call: Call) -> Reply:
     after = decode_cursor(query.get("cursor"))
     if after is not None and not rules(node.spec).resource_id_pattern.fullmatch(after):
         raise Problem("invalid-request", "The cursor is not one this node issued.")
-    limit = int(query.get("limit", _default_limit(node.spec)))
+    limit = int(query["limit"])
     clauses = ["withdrawn_at IS NULL", "resource_id > :after"]
     params: dict[str, Any] = {**query, "after": after or "", "limit": limit + 1}
     clauses += [
@@ -323,8 +323,3 @@ def _resource_validator(spec: Spec) -> Draft202012Validator:
         registry=spec.registry(),
         format_checker=Draft202012Validator.FORMAT_CHECKER,
     )
-
-
-@cache
-def _default_limit(spec: Spec) -> int:
-    return int(spec.openapi["components"]["parameters"]["Limit"]["schema"]["default"])

@@ -28,8 +28,6 @@ from reference_impl.problems import Problem
 
 log = logging.getLogger("reference_impl.federation")
 
-DEFAULT_LIMIT = 20
-
 
 @handles("reportIdentifiers")
 async def report_identifiers(call: Call) -> Reply:
@@ -71,7 +69,7 @@ async def list_peers(call: Call) -> Reply:
         raise Problem("invalid-request", "The cursor is not one this node issued.")
     with _registry_needed():
         peers = await _peers(call.node)
-    limit = call.query.get("limit", DEFAULT_LIMIT)
+    limit = call.query["limit"]
     ordered = [
         p for p in sorted(peers, key=lambda p: p["nodeCode"]) if not after or p["nodeCode"] > after
     ]

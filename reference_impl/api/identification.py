@@ -134,7 +134,7 @@ async def list_identifiers(call: Call) -> Reply:
         if name in query:
             clauses.append(f"{column} = ?")
             params.append(query[name])
-    limit = int(query.get("limit", _default_limit(spec)))
+    limit = int(query["limit"])
     rows = call.node.store.rows(
         f"SELECT record FROM identifiers WHERE {' AND '.join(clauses)} ORDER BY identifier LIMIT ?",
         (*params, limit + 1),
@@ -446,8 +446,3 @@ def _cache_control(max_age: int) -> dict[str, str]:
 
 def _seconds(node: Node) -> float:
     return node.now().timestamp()
-
-
-@cache
-def _default_limit(spec: Spec) -> int:
-    return int(spec.openapi["components"]["parameters"]["Limit"]["schema"]["default"])

@@ -18,7 +18,6 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Mapping
-from functools import cache
 from typing import Any
 
 from reference_impl import metrics
@@ -26,7 +25,6 @@ from reference_impl.calls import Call, Reply, decode_cursor, encode_cursor, hand
 from reference_impl.node import Node, json_record, timestamp
 from reference_impl.problems import Problem
 from reference_impl.store import schema
-from spec import Spec
 
 schema("""
 CREATE TABLE IF NOT EXISTS metric_records (
@@ -98,7 +96,7 @@ async def push_metrics(call: Call) -> Reply:
 @handles("queryMetrics")
 async def query_metrics(call: Call) -> Reply:
     node, query = call.node, call.query
-    limit = int(query.get("limit", _default_limit(node.spec)))
+    limit = int(query["limit"])
     params: dict[str, Any] = {**query, "now": metrics.micros(node.now()), "limit": limit + 1}
     clauses = [sql for name, sql in _FILTERS.items() if name in query]
     if "since" in query:
@@ -272,8 +270,3 @@ def _own_code(node: Node) -> str:
     if node.node_code is None:
         raise Problem("service-unavailable", "This node has no NodeCode yet.")
     return node.node_code
-
-
-@cache
-def _default_limit(spec: Spec) -> int:
-    return int(spec.openapi["components"]["parameters"]["Limit"]["schema"]["default"])

@@ -122,7 +122,7 @@ async def list_nodes(call: Call) -> Reply:
             raise Problem("invalid-request", "The cursor is not one this node issued.")
         clauses.append("node_code > ?")
         params.append(after)
-    limit = int(call.query.get("limit", _default_limit(call)))
+    limit = int(call.query["limit"])
     where = " AND ".join(clauses) or "1"
     rows = node.store.rows(
         f"SELECT record FROM nodes WHERE {where} ORDER BY node_code LIMIT ?",
@@ -291,8 +291,3 @@ def _write_node(db: sqlite3.Connection, record: dict[str, Any]) -> None:
             json.dumps(record, ensure_ascii=False),
         ),
     )
-
-
-def _default_limit(call: Call) -> int:
-    """The `limit` default of the spec's Limit parameter."""
-    return int(call.node.spec.openapi["components"]["parameters"]["Limit"]["schema"]["default"])

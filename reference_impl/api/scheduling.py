@@ -19,7 +19,6 @@ import logging
 import sqlite3
 import uuid
 from collections.abc import Mapping
-from functools import cache
 from typing import Any
 
 from reference_impl.api.identification import rules
@@ -28,7 +27,6 @@ from reference_impl.node import Node, json_record, timestamp
 from reference_impl.problems import Problem
 from reference_impl.store import schema
 from reference_impl.tasks import advance, allocated, cancel, machine, new_task
-from spec import Spec
 
 log = logging.getLogger("reference_impl.scheduling")
 
@@ -88,7 +86,7 @@ async def list_tasks(call: Call) -> Reply:
     after = decode_cursor(query.get("cursor"))
     if after is not None and not after.isdigit():
         raise Problem("invalid-request", "The cursor is not one this node issued.")
-    limit = int(query.get("limit", _default_limit(node.spec)))
+    limit = int(query["limit"])
     with node.store.transaction() as db:
         _refresh(db, node, "owner = ?", (_owner(call),))
     clauses = ["owner = :owner"]
@@ -311,8 +309,3 @@ def _own_code(node: Node) -> str:
 
 def _dump(task: Mapping[str, Any]) -> str:
     return json.dumps(task, ensure_ascii=False)
-
-
-@cache
-def _default_limit(spec: Spec) -> int:
-    return int(spec.openapi["components"]["parameters"]["Limit"]["schema"]["default"])

@@ -87,7 +87,7 @@ async def get_jwks(call: Call) -> Reply:
 async def list_audit_events(call: Call) -> Reply:
     """Newest first, paged by the event's sequence number, so events written while a client
     pages never shift the pages it has still to read (CPIN-CORE-013)."""
-    limit: int = call.query.get("limit", 20)
+    limit: int = call.query["limit"]
     where: list[str] = []
     params: list[Any] = []
     if (action := call.query.get("action")) is not None:
