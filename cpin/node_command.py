@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
-from reference_impl.demo import DEMO_CLIENT, ONBOARDING_CLIENT, federation
+from reference_impl.demo import DEMO_CLIENT, ONBOARDING_CLIENT, federation, layout
 from reference_impl.federation import OnboardingError
 from reference_impl.node import Node, NodeConfig
 from spec import default
@@ -44,19 +44,14 @@ def node_config(
     industry: str | None,
     applicant_file: Path | None,
 ) -> NodeConfig:
-    every_scope = set(
-        default().openapi["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"][
-            "scopes"
-        ]
-    )
     clients: list[tuple[str, str, set[str]]] = []
     if demo := os.environ.get(DEMO_SECRET_ENV):
-        clients.append((DEMO_CLIENT, demo, every_scope))
+        clients.append((DEMO_CLIENT, demo, set(default().scopes)))
     onboarding = os.environ.get(ONBOARDING_SECRET_ENV)
     config = NodeConfig(role=role, data_dir=data, port=port, upstream=upstream,
                         province=province, industry=industry, clients=clients)  # fmt: skip
     if role == "national":
-        config.node_code = _national_code()
+        config.node_code = str(layout()["national"]["nodeCode"])
         if onboarding:
             clients.append((ONBOARDING_CLIENT, onboarding, {"registry:apply"}))
     elif onboarding:
@@ -67,12 +62,6 @@ def node_config(
             details["name"], details["applicant"], details["contact"]
         )  # fmt: skip
     return config
-
-
-def _national_code() -> str:
-    layout = yaml.safe_load((Path(__file__).parents[1] / "reference_impl" / "demo-federation.yaml")
-                            .read_text(encoding="utf-8"))  # fmt: skip
-    return str(layout["national"]["nodeCode"])
 
 
 def _applicant(path: Path) -> dict[str, Any]:

@@ -30,14 +30,18 @@ class DemoFederation:
     onboarding_secret: str
 
 
+def layout() -> dict[str, Any]:
+    """demo-federation.yaml: who the local federation's nodes are and where they listen."""
+    document: dict[str, Any] = yaml.safe_load(LAYOUT.read_text(encoding="utf-8"))
+    return document
+
+
 def federation(spec: Spec, base_port: int, data_root: Path) -> DemoFederation:
-    layout: dict[str, Any] = yaml.safe_load(LAYOUT.read_text(encoding="utf-8"))
-    every_scope = set(spec.openapi["components"]["securitySchemes"]["oauth2"]["flows"]
-                      ["clientCredentials"]["scopes"])  # fmt: skip
+    plan = layout()
     demo_secret = secrets.token_urlsafe(24)
     onboarding_secret = secrets.token_urlsafe(24)
-    demo_client = (DEMO_CLIENT, demo_secret, every_scope)
-    national = layout["national"]
+    demo_client = (DEMO_CLIENT, demo_secret, set(spec.scopes))
+    national = plan["national"]
     configs = {
         "national": NodeConfig(
             role="national",
@@ -48,7 +52,7 @@ def federation(spec: Spec, base_port: int, data_root: Path) -> DemoFederation:
             clients=[demo_client, (ONBOARDING_CLIENT, onboarding_secret, {"registry:apply"})],
         )
     }
-    for entry in layout["nodes"]:
+    for entry in plan["nodes"]:
         configs[entry["key"]] = NodeConfig(
             role=entry["role"],
             data_dir=data_root / entry["key"],

@@ -78,11 +78,7 @@ class Security:
             serialization.NoEncryption(),
         )
         self.cursor_key = hashlib.sha256(b"cpin pagination cursors\0" + raw).digest()
-        self.scope_names = frozenset(
-            node.spec.openapi["components"]["securitySchemes"]["oauth2"]["flows"][
-                "clientCredentials"
-            ]["scopes"]
-        )
+        self.scope_names = node.spec.scopes
         actor = node.spec.load("schemas/audit-event.json")["properties"]["actor"]
         self._client_id = Draft202012Validator(actor["properties"]["clientId"])
         node_code = node.spec.load("schemas/identifiers.json")["$defs"]["NodeCode"]

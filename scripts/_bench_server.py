@@ -46,11 +46,6 @@ def serve(app: Any, port: int) -> None:
 
 
 def node_app(port: int, data: Path, upstream: str, rate_limit: int) -> Any:
-    every_scope = set(
-        default().openapi["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"][
-            "scopes"
-        ]
-    )
     config = NodeConfig(
         role="regional",
         data_dir=data,
@@ -60,7 +55,7 @@ def node_app(port: int, data: Path, upstream: str, rate_limit: int) -> Any:
         node_code=NODE_CODE,
         parent=PARENT_CODE,
         rate_limit_per_minute=rate_limit,
-        clients=[(DEMO_CLIENT, os.environ[DEMO_SECRET_ENV], every_scope)],
+        clients=[(DEMO_CLIENT, os.environ[DEMO_SECRET_ENV], set(default().scopes))],
     )
     return create_app(config)
 

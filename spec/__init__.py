@@ -95,6 +95,12 @@ class Spec:
         return str(self.openapi["info"]["version"])
 
     @property
+    def scopes(self) -> frozenset[str]:
+        """Every OAuth2 scope the interface defines (its client-credentials flow)."""
+        flows = self.openapi["components"]["securitySchemes"]["oauth2"]["flows"]
+        return frozenset(flows["clientCredentials"]["scopes"])
+
+    @property
     def requirements(self) -> list[dict[str, Any]]:
         entries: list[dict[str, Any]] = self.load("requirements.yaml")["requirements"]
         return entries

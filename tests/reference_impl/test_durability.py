@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from reference_impl.demo import LAYOUT
+from reference_impl.demo import layout
 from tests.processes import cpin, free_port, running, stop, token, wait_serving
 
 OWNER = {"uscc": "9144030071526726XG", "name": "广东粤算科技有限公司"}
@@ -33,9 +33,7 @@ class Pair:
         self.national_url = f"http://127.0.0.1:{free_port()}"
         self.regional_port = free_port()
         self.url = f"http://127.0.0.1:{self.regional_port}"
-        guangdong = next(
-            n for n in yaml.safe_load(LAYOUT.read_text())["nodes"] if n["key"] == "guangdong"
-        )
+        guangdong = next(n for n in layout()["nodes"] if n["key"] == "guangdong")
         self.applicant = root / "applicant.yaml"
         details = {key: guangdong[key] for key in ("name", "applicant", "contact")}
         self.applicant.write_text(yaml.safe_dump(details, allow_unicode=True), encoding="utf-8")

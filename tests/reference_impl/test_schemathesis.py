@@ -137,11 +137,6 @@ class Served:
     secret: str
 
 
-def _all_scopes() -> set[str]:
-    flows = SPEC.openapi["components"]["securitySchemes"]["oauth2"]["flows"]
-    return set(flows["clientCredentials"]["scopes"])
-
-
 def _bound_socket() -> socket.socket:
     """A loopback TCP socket on a free port. IPPROTO_TCP is named, not left 0: asyncio sets
     TCP_NODELAY only on sockets that say so, and without it every answer waited 40 ms for a
@@ -168,7 +163,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
         parent=PARENTS.get(role),
         upstream=f"http://127.0.0.1:{dead_upstream.getsockname()[1]}" if role in PARENTS else None,
         rate_limit_per_minute=RATE_LIMIT,
-        clients=[(CLIENT_ID, secret, _all_scopes())],
+        clients=[(CLIENT_ID, secret, set(SPEC.scopes))],
     )
     app = create_app(config)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -178,7 +173,7 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the node did not start"
         time.sleep(0.02)
-    token, _ = app.state.node.security.issue(CLIENT_ID, _all_scopes())
+    token, _ = app.state.node.security.issue(CLIENT_ID, set(SPEC.scopes))
     try:
         yield Served(role, config.base_url, token, secret)
     finally:
