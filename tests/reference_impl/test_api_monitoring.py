@@ -13,6 +13,7 @@ import pytest
 from reference_impl.api.aggregation import write_entry
 from reference_impl.ids import mint_resource_id
 from reference_impl.node import timestamp
+from tests.reference_impl.samples import gpu_pool
 
 READ, WRITE = "metrics:read", "metrics:write"
 PROBLEMS = "https://cpin.example/spec/v1/problems/"
@@ -91,30 +92,7 @@ def stored(running: Any) -> int:
 
 
 def register_gpu(running: Any, fp16: float = 148, fp32: float = 44) -> str:
-    body = {
-        "resType": "GPU",
-        "name": {"zh": "韶关GPU训练资源池", "en": "Shaoguan GPU training pool"},
-        "owner": {"uscc": "9144030071526726XG", "name": "广东粤算科技有限公司"},
-        "location": {"province": "44", "city": "韶关市"},
-        "latencyClass": "5ms",
-        "accelerators": [
-            {
-                "kind": "GPU",
-                "model": "NVIDIA H20",
-                "count": 512,
-                "memoryGiB": 96,
-                "peak": [
-                    {"precision": "FP32", "value": fp32, "unit": "TFLOPS"},
-                    {"precision": "FP16", "value": fp16, "unit": "TFLOPS"},
-                ],
-            }
-        ],
-        "energy": {"pue": 1.25, "renewableShare": 0.42},
-        "price": {"amount": 9.8, "currency": "CNY", "per": "h"},
-        "servingState": "production",
-        "healthState": "ok",
-        "capacity": {"acceleratorsTotal": 512},
-    }
+    body = gpu_pool(512, [("FP32", fp32, "TFLOPS"), ("FP16", fp16, "TFLOPS")])
     answer = running.client.post(
         "/v1/resources", json=body, headers=running.auth("catalogue:write")
     )

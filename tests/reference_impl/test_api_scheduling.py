@@ -16,28 +16,11 @@ import pytest
 from reference_impl.api.aggregation import write_entry
 from reference_impl.ids import mint_resource_id
 from reference_impl.tasks import INITIALIZING_SECONDS, QUEUED_SECONDS
+from tests.reference_impl.samples import gpu_pool
 
 READ, WRITE = "tasks:read", "tasks:write"
 PROBLEMS = "https://cpin.example/spec/v1/problems/"
-GPU: dict[str, Any] = {
-    "resType": "GPU",
-    "name": {"zh": "韶关GPU训练资源池", "en": "Shaoguan GPU training pool"},
-    "owner": {"uscc": "9144030071526726XG", "name": "广东粤算科技有限公司"},
-    "location": {"province": "44", "city": "韶关市"},
-    "latencyClass": "5ms",
-    "accelerators": [
-        {
-            "kind": "GPU",
-            "model": "NVIDIA H20",
-            "count": 8,
-            "memoryGiB": 96,
-            "peak": [{"precision": "FP16", "value": 148, "unit": "TFLOPS"}],
-        }
-    ],
-    "servingState": "production",
-    "healthState": "ok",
-    "capacity": {"acceleratorsTotal": 8},
-}
+GPU = gpu_pool(8, [("FP16", 148, "TFLOPS")], costed=False)
 STARTED = QUEUED_SECONDS + INITIALIZING_SECONDS
 
 

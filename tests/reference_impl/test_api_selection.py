@@ -13,35 +13,13 @@ import pytest
 import reference_impl.api.selection as selection_api
 from reference_impl.api.aggregation import write_entry
 from reference_impl.ids import mint_resource_id
+from tests.reference_impl.samples import gpu_pool
 
 SELECT, WRITE = "selection", "catalogue:write"
 PROBLEMS = "https://cpin.example/spec/v1/problems/"
 
 
-GPU: dict[str, Any] = {
-    "resType": "GPU",
-    "name": {"zh": "韶关GPU训练资源池", "en": "Shaoguan GPU training pool"},
-    "owner": {"uscc": "9144030071526726XG", "name": "广东粤算科技有限公司"},
-    "location": {"province": "44", "city": "韶关市"},
-    "latencyClass": "5ms",
-    "accelerators": [
-        {
-            "kind": "GPU",
-            "model": "NVIDIA H20",
-            "count": 512,
-            "memoryGiB": 96,
-            "peak": [
-                {"precision": "FP16", "value": 148, "unit": "TFLOPS"},
-                {"precision": "INT8", "value": 296, "unit": "TOPS"},
-            ],
-        }
-    ],
-    "energy": {"pue": 1.25, "renewableShare": 0.42},
-    "price": {"amount": 9.8, "currency": "CNY", "per": "h"},
-    "servingState": "production",
-    "healthState": "ok",
-    "capacity": {"acceleratorsTotal": 512},
-}
+GPU = gpu_pool(512, [("FP16", 148, "TFLOPS"), ("INT8", 296, "TOPS")])
 DEMAND: dict[str, Any] = {
     "acceleratorType": "GPU",
     "precision": "FP16",
