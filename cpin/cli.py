@@ -48,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--province", metavar="PP", help="GB/T 2260 code (first start)")
     node.add_argument("--industry", metavar="X99", help="GB/T 4754-2017 section+division")
     node.add_argument("--applicant", type=Path, metavar="FILE", help="name, applicant, contact")
+    node.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="plant a named fault (self-verification of the suite only; repeatable)",
+    )
     node.set_defaults(run=_node)
 
     federation = commands.add_parser("federation", help="a local reference federation")
@@ -57,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     up = federation_commands.add_parser("up", help="national + 2 regional + 1 industry node")
     up.add_argument("--base-port", type=_port, default=8400, metavar="P")
     up.add_argument("--data", type=Path, metavar="DIR", help="default: a new temporary folder")
+    up.add_argument("--ics-dir", type=Path, metavar="DIR", help="write an ICS file per node here")
     up.set_defaults(run=_federation_up)
     return parser
 
@@ -75,7 +83,7 @@ def _node(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         config = node_config(args.role, args.port, args.data, args.upstream, args.province,
-                             args.industry, args.applicant)  # fmt: skip
+                             args.industry, args.applicant, tuple(args.fault))  # fmt: skip
     except UsageError as exc:
         print(f"cpin: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -85,7 +93,7 @@ def _node(args: argparse.Namespace) -> int:
 def _federation_up(args: argparse.Namespace) -> int:
     from cpin.node_command import federation_up
 
-    return federation_up(args.base_port, args.data)
+    return federation_up(args.base_port, args.data, args.ics_dir)
 
 
 def _spec_validate(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """`cpin node` and `cpin federation up`: run reference nodes on loopback.
 
 Secrets reach a node only through its environment, never its arguments (which `ps` shows):
-CPIN_DEMO_CLIENT_SECRET registers the client `demo` with every scope; CPIN_ONBOARDING_SECRET
+CPIN_DEMO_CLIENT_SECRET registers the client `demo` with every scope, CPIN_DEMO_LIMITED_SECRET
+the client `demo-limited` with the read scopes only; CPIN_ONBOARDING_SECRET
 registers the client `onboarding` (registry:apply) at a national node, and is the applicant's
 credential at a regional or industry node on first start.
 """
@@ -15,18 +16,31 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
-from reference_impl.demo import DEMO_CLIENT, ONBOARDING_CLIENT, federation, layout
+from reference_impl.demo import (
+    DEMO_CLIENT,
+    DEMO_LIMITED_CLIENT,
+    ONBOARDING_CLIENT,
+    DemoFederation,
+    federation,
+    layout,
+    read_scopes,
+)
+from reference_impl.faults import catalogue
 from reference_impl.federation import OnboardingError
 from reference_impl.node import Node, NodeConfig
 from spec import default
 
 DEMO_SECRET_ENV = "CPIN_DEMO_CLIENT_SECRET"
+LIMITED_SECRET_ENV = "CPIN_DEMO_LIMITED_SECRET"
 ONBOARDING_SECRET_ENV = "CPIN_ONBOARDING_SECRET"
 START_TIMEOUT = 30.0
 
@@ -43,13 +57,20 @@ def node_config(
     province: str | None,
     industry: str | None,
     applicant_file: Path | None,
+    faults: tuple[str, ...] = (),
 ) -> NodeConfig:
+    unknown = sorted(set(faults) - set(catalogue()))
+    if unknown:
+        raise UsageError(f"unknown fault {unknown[0]!r} (`cpin selftest --list` lists them)")
     clients: list[tuple[str, str, set[str]]] = []
     if demo := os.environ.get(DEMO_SECRET_ENV):
         clients.append((DEMO_CLIENT, demo, set(default().scopes)))
+    if limited := os.environ.get(LIMITED_SECRET_ENV):
+        clients.append((DEMO_LIMITED_CLIENT, limited, read_scopes(default())))
     onboarding = os.environ.get(ONBOARDING_SECRET_ENV)
     config = NodeConfig(role=role, data_dir=data, port=port, upstream=upstream,
-                        province=province, industry=industry, clients=clients)  # fmt: skip
+                        province=province, industry=industry, clients=clients,
+                        faults=faults)  # fmt: skip
     if role == "national":
         config.node_code = str(layout()["national"]["nodeCode"])
         if onboarding:
@@ -107,37 +128,82 @@ async def _onboard(config: NodeConfig) -> None:
         node.close()
 
 
-def federation_up(base_port: int, data: Path | None) -> int:
-    """National + 2 regional + 1 industry node as child processes, until interrupted."""
-    root = data or Path(tempfile.mkdtemp(prefix="cpin-federation-"))
+@dataclass
+class RunningFederation:
+    """The plan, the NodeCode each node reported once serving, and its processes."""
+
+    demo: DemoFederation
+    codes: dict[str, str]
+    children: list[subprocess.Popen[bytes]]
+
+    def alive(self) -> bool:
+        return all(child.poll() is None for child in self.children)
+
+
+@contextmanager
+def running_federation(
+    base_port: int, root: Path, announce: Callable[[str], None] = print
+) -> Iterator[RunningFederation]:
+    """The reference federation as child processes, stopped on exit (children first)."""
     root.mkdir(parents=True, exist_ok=True)
     demo = federation(default(), base_port, root)
     env = {
         **os.environ,
         DEMO_SECRET_ENV: demo.demo_secret,
+        LIMITED_SECRET_ENV: demo.limited_secret,
         ONBOARDING_SECRET_ENV: demo.onboarding_secret,
     }
     children: list[subprocess.Popen[bytes]] = []
+    codes: dict[str, str] = {}
     try:
         for key, config in demo.configs.items():
             children.append(_spawn(key, config, root, env))
-            code = _wait_until_serving(config, children[-1])
-            print(f"{key:26} {config.role:9} {code}  {config.base_url}", flush=True)
-        print(f"demo client: id {DEMO_CLIENT}  secret {demo.demo_secret}  (token: POST "
-              f"<node>/v1/oauth/token, HTTP Basic)", flush=True)  # fmt: skip
-        print(f"data in {root}; Ctrl-C stops the federation", flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-        print("cpin federation: a node stopped unexpectedly", file=sys.stderr)
+            codes[key] = _wait_until_serving(config, children[-1])
+            announce(f"{key:26} {config.role:9} {codes[key]}  {config.base_url}")
+        yield RunningFederation(demo, codes, children)
+    finally:
+        stop_all(children)
+
+
+def federation_up(base_port: int, data: Path | None, ics_dir: Path | None = None) -> int:
+    """National + 2 regional + 1 industry node as child processes, until interrupted."""
+    root = data or Path(tempfile.mkdtemp(prefix="cpin-federation-"))
+    try:
+        with running_federation(base_port, root, lambda line: print(line, flush=True)) as fed:
+            demo = fed.demo
+            print(f"demo client: id {DEMO_CLIENT}  secret {demo.demo_secret}  (token: POST "
+                  f"<node>/v1/oauth/token, HTTP Basic)", flush=True)  # fmt: skip
+            print(f"limited client: id {DEMO_LIMITED_CLIENT}  secret {demo.limited_secret}  "
+                  f"(scopes: the read scopes)", flush=True)  # fmt: skip
+            if ics_dir is not None:
+                _write_ics(demo, fed.codes, ics_dir)
+            print(f"data in {root}; Ctrl-C stops the federation", flush=True)
+            signal.signal(signal.SIGTERM, _interrupt)
+            while fed.alive():
+                time.sleep(0.5)
+            print("cpin federation: a node stopped unexpectedly", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         return 0
     except UsageError as exc:
         print(f"cpin federation: {exc}", file=sys.stderr)
         return 3
-    finally:
-        stop_all(children)
+
+
+def _write_ics(demo: DemoFederation, codes: dict[str, str], folder: Path) -> None:
+    """ICS files for `cpin certify --ics`, and the secrets they name in a 0600 env file."""
+    from cpin.ics_files import ics_documents, write_ics_files
+
+    paths = write_ics_files(ics_documents(demo, codes, default(), "standard"), folder)
+    secrets_file = folder / "secrets.env"
+    secrets_file.touch(mode=0o600)
+    secrets_file.write_text(
+        f"export {DEMO_SECRET_ENV}={demo.demo_secret}\n"
+        f"export {LIMITED_SECRET_ENV}={demo.limited_secret}\n",
+        encoding="utf-8",
+    )
+    listed = ", ".join(str(p) for p in paths.values())
+    print(f"ICS files: {listed}; secrets: {secrets_file}", flush=True)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -21,7 +21,7 @@ import logging
 import pkgutil
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import reference_impl.api
 from reference_impl.api import identification
@@ -46,6 +46,8 @@ from reference_impl.calls import (
     Principal,
     Reply,
 )
+from reference_impl.faults import FaultSite
+from reference_impl.faults import install as install_faults
 from reference_impl.ids import IdentifierRules
 from reference_impl.node import Node, NodeConfig
 from reference_impl.operations import CompiledSpec, Operation, Parameter
@@ -88,6 +90,8 @@ def create_app(
     if missing:
         raise RuntimeError(f"no handler for {', '.join(missing)}")
     pipeline = _Pipeline(node, compiled)
+    site = FaultSite(node, pipeline.handlers)
+    install_faults(config.faults, site)
     by_path: dict[str, dict[str, Operation]] = {}
     for operation in compiled.operations:
         by_path.setdefault(operation.path, {})[operation.method] = operation
@@ -100,13 +104,28 @@ def create_app(
         await node.federation.stop()
         node.close()
 
-    app = Starlette(
+    app = _NodeApp(
+        site.app_wrappers,
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: pipeline.unrouted},
     )
     app.state.node = node
     return app
+
+
+class _NodeApp(Starlette):
+    """Starlette, with a planted transport fault (if any) outermost, where a proxy would be."""
+
+    def __init__(self, wrappers: list[Callable[[ASGIApp], ASGIApp]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.wrappers = wrappers
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        for wrap in self.wrappers:
+            stack = wrap(stack)
+        return stack
 
 
 class _Endpoint:
@@ -127,6 +146,7 @@ class _Pipeline:
         self.node = node
         self.compiled = compiled
         self.ids = IdentifierRules.from_spec(node.spec)
+        self.handlers = {op.operation_id: HANDLERS[op.operation_id] for op in compiled.operations}
 
     def endpoint(self, operations: dict[str, Operation]) -> _Endpoint:
         return _Endpoint(self, operations)
@@ -157,7 +177,7 @@ class _Pipeline:
             self.require_scopes(principal, operation)
             self.limit(principal, request)
             call = await self.prepare(request, operation, request_id, principal)
-            reply = await HANDLERS[operation.operation_id](call)
+            reply = await self.handlers[operation.operation_id](call)
             return self.reply_response(reply, operation, request_id)
         except Problem as refusal:
             form = PROBLEM_FORMS.get(operation.operation_id) if operation else None

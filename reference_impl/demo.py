@@ -19,6 +19,7 @@ from spec import Spec
 LAYOUT = Path(__file__).with_name("demo-federation.yaml")
 DEMO_CLIENT = "demo"
 ONBOARDING_CLIENT = "onboarding"
+DEMO_LIMITED_CLIENT = "demo-limited"  # read scopes only: lets the suite prove grants are enforced
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class DemoFederation:
     configs: dict[str, NodeConfig]
     demo_secret: str
     onboarding_secret: str
+    limited_secret: str
 
 
 def layout() -> dict[str, Any]:
@@ -36,11 +38,18 @@ def layout() -> dict[str, Any]:
     return document
 
 
+def read_scopes(spec: Spec) -> set[str]:
+    """The grant of the limited demo client: every `...:read` scope of the interface."""
+    return {scope for scope in spec.scopes if scope.endswith(":read")}
+
+
 def federation(spec: Spec, base_port: int, data_root: Path) -> DemoFederation:
     plan = layout()
     demo_secret = secrets.token_urlsafe(24)
     onboarding_secret = secrets.token_urlsafe(24)
+    limited_secret = secrets.token_urlsafe(24)
     demo_client = (DEMO_CLIENT, demo_secret, set(spec.scopes))
+    limited_client = (DEMO_LIMITED_CLIENT, limited_secret, read_scopes(spec))
     national = plan["national"]
     configs = {
         "national": NodeConfig(
@@ -49,7 +58,11 @@ def federation(spec: Spec, base_port: int, data_root: Path) -> DemoFederation:
             port=base_port + national["offset"],
             node_code=national["nodeCode"],
             name=national["name"],
-            clients=[demo_client, (ONBOARDING_CLIENT, onboarding_secret, {"registry:apply"})],
+            clients=[
+                demo_client,
+                limited_client,
+                (ONBOARDING_CLIENT, onboarding_secret, {"registry:apply"}),
+            ],
         )
     }
     for entry in plan["nodes"]:
@@ -64,6 +77,6 @@ def federation(spec: Spec, base_port: int, data_root: Path) -> DemoFederation:
             applicant=entry["applicant"],
             contact=entry["contact"],
             applicant_client=(ONBOARDING_CLIENT, onboarding_secret),
-            clients=[demo_client],
+            clients=[demo_client, limited_client],
         )
-    return DemoFederation(configs, demo_secret, onboarding_secret)
+    return DemoFederation(configs, demo_secret, onboarding_secret, limited_secret)

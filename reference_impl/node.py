@@ -55,6 +55,7 @@ class NodeConfig:
     applicant_client: tuple[str, str] | None = None
     clients: list[tuple[str, str, set[str]]] = field(default_factory=list)
     validate_responses: bool = False
+    faults: tuple[str, ...] = ()  # planted faults (reference_impl.faults): tests and selftest only
 
     @property
     def base_url(self) -> str:

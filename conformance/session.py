@@ -1,0 +1,185 @@
+"""One certification run: its inputs, what the tests observed, and its outcome.
+
+The plugin drives it; the suite's fixtures read from it. It knows nothing of pytest beyond
+`pytest.Config` for its options, so the verdict logic can be exercised without running tests.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conformance.certification import Certification, TestOutcome, evaluate
+from conformance.evidence import Exchange, Recorder
+from conformance.ics import Ics, IcsError, ics_from_flags, load_ics
+from spec import Spec, default
+
+__all__ = ["Certifier", "RequirementFailure", "TestRecord", "build_certifier"]
+
+BUDGETS = Path(__file__).with_name("budgets.yaml")
+
+
+class RequirementFailure(AssertionError):
+    """A failure that bears on some of a test's requirements only: `failed` ids fail; the
+    test's other ids keep the outcome they would have had (used by fuzzing, where each check
+    maps to its own requirements and every check ran)."""
+
+    def __init__(self, message: str, failed: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.failed = failed
+
+
+@dataclass(frozen=True)
+class TestRecord:
+    nodeid: str
+    requirements: tuple[str, ...]
+    outcome: str
+    message: str
+    duration_ms: float
+    evidence: tuple[Exchange, ...]
+
+
+class Certifier:
+    def __init__(self, spec: Spec, ics: Ics, folder: Path, seed: int, budget: str) -> None:
+        self.spec = spec
+        self.ics = ics
+        self.folder = folder
+        self.seed = seed
+        self.budget_name = budget
+        self.budget: dict[str, Any] = yaml.safe_load(BUDGETS.read_text(encoding="utf-8"))[budget]
+        self.run_id = folder.name
+        self.created_at = datetime.now(UTC)
+        self.deadline = time.monotonic() + float(self.budget["runLimitS"])
+        self.recorder = Recorder(secrets=ics.secrets())
+        self.records: list[TestRecord] = []
+        self.selected: int | None = None
+        self.aborted = False
+        self.result: Certification | None = None
+        self.extras: dict[str, Any] = {}  # report sections contributed by tests (fuzzing, ...)
+        self._known = {entry["id"]: entry for entry in spec.requirements}
+        self._probe = evaluate(spec, ics.role, ics.options, {})
+        self._log: list[str] = []
+
+    def check_known(self, nodeid: str, ids: tuple[str, ...]) -> None:
+        if not ids:
+            raise pytest.UsageError(f"{nodeid} verifies no requirement (@pytest.mark.requirement)")
+        unknown = [i for i in ids if i not in self._known]
+        if unknown:
+            raise pytest.UsageError(f"{nodeid} names unknown requirement ids {', '.join(unknown)}")
+
+    def applicable(self, ids: tuple[str, ...]) -> tuple[str, ...]:
+        verdicts = {r.id: r.verdict for r in self._probe.requirements}
+        return tuple(i for i in ids if verdicts[i] != "not_applicable")
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def record(
+        self,
+        nodeid: str,
+        ids: tuple[str, ...],
+        outcome: str,
+        message: str,
+        duration_s: float,
+        failure: RequirementFailure | None,
+    ) -> None:
+        previous = next((r for r in self.records if r.nodeid == nodeid), None)
+        if previous is not None:  # a later phase (teardown) can only make a pass worse
+            if previous.outcome != "passed" or outcome == "passed":
+                return
+            self.records.remove(previous)
+        evidence = tuple(self.recorder.for_test(nodeid))
+        if failure is not None:
+            failed = tuple(i for i in ids if i in failure.failed)
+            others = tuple(i for i in ids if i not in failure.failed)
+            if others:
+                self.records.append(TestRecord(nodeid, others, "passed", "", duration_s * 1000,
+                                               evidence))  # fmt: skip
+            ids = failed
+        if ids:
+            self.records.append(TestRecord(nodeid, ids, outcome, message, duration_s * 1000,
+                                           evidence))  # fmt: skip
+
+    def outcomes(self) -> dict[str, list[TestOutcome]]:
+        by_requirement: dict[str, list[TestOutcome]] = defaultdict(list)
+        for record in self.records:
+            for requirement in record.requirements:
+                by_requirement[requirement].append(
+                    TestOutcome(
+                        record.nodeid, record.outcome, record.duration_ms, record.message or None
+                    )
+                )
+        return by_requirement
+
+    def evaluate(self) -> Certification:
+        attested = [a["requirement"] for a in self.ics.document.get("attestations", [])]
+        return evaluate(self.spec, self.ics.role, self.ics.options, self.outcomes(),
+                        attested=attested, run_aborted=self.aborted)  # fmt: skip
+
+    def finish(self) -> Certification:
+        from conformance.report import write_bundle
+
+        self.result = self.evaluate()
+        write_bundle(self, self.result)
+        return self.result
+
+    def summary_lines(self) -> list[str]:
+        if self.result is None:
+            return []
+        return [
+            f"{c.klass:15} {c.verdict:15} {'must pass' if c.must_pass else ''}"
+            for c in self.result.classes
+        ]
+
+    def log(self, line: str) -> None:
+        self._log.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} {line}")
+
+    @property
+    def log_lines(self) -> list[str]:
+        return list(self._log)
+
+
+def build_certifier(config: pytest.Config) -> Certifier:
+    spec = default()
+    try:
+        ics = _ics(config, spec)
+        ics.credentials()  # an unset secret variable is a usage error, before any test runs
+    except IcsError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    budget = config.getoption("budget") or ics.budget
+    seed = config.getoption("seed")
+    seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    run_id = os.environ.get("CPIN_RUN_ID") or str(uuid.uuid4())
+    folder = Path(config.getoption("report_dir")).resolve() / run_id
+    return Certifier(spec, ics, folder, seed, budget)
+
+
+def _ics(config: pytest.Config, spec: Spec) -> Ics:
+    path = config.getoption("ics")
+    if path:
+        return load_ics(Path(path), spec)
+    missing = [flag for flag, name in (("--role", "role"), ("--node-code", "node_code"),
+               ("--client-id", "client_id"), ("--client-secret-env", "client_secret_env"))
+               if not config.getoption(name)]  # fmt: skip
+    if missing:
+        raise IcsError(f"--target-url needs {', '.join(missing)} (or give --ics FILE)")
+    return ics_from_flags(
+        spec,
+        target=config.getoption("target_url"),
+        role=config.getoption("role"),
+        node_code=config.getoption("node_code"),
+        client_id=config.getoption("client_id"),
+        secret_env=config.getoption("client_secret_env"),
+        options=list(config.getoption("option")),
+        budget=config.getoption("budget"),
+    )

@@ -1,0 +1,118 @@
+"""Fixtures every class of the suite shares: the run, the spec, clients of the node under test
+and of its federation, the node's own service-info, and data provisioning."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conformance.checks import Contract, expect_status, precondition
+from conformance.http import NodeClient
+from conformance.ics import ClientCredentials, Ics, IcsError
+from conformance.identifiers import IdentifierRules
+from conformance.plugin import CERTIFIER
+from conformance.provisioning import Provisioner
+from conformance.session import Certifier
+from spec import Spec
+
+
+@pytest.fixture(scope="session")
+def certifier(pytestconfig: pytest.Config) -> Certifier:
+    return pytestconfig.stash[CERTIFIER]
+
+
+@pytest.fixture(scope="session")
+def spec(certifier: Certifier) -> Spec:
+    return certifier.spec
+
+
+@pytest.fixture(scope="session")
+def contract(spec: Spec) -> Contract:
+    return Contract(spec)
+
+
+@pytest.fixture(scope="session")
+def ics(certifier: Certifier) -> Ics:
+    return certifier.ics
+
+
+@pytest.fixture(scope="session")
+def role(ics: Ics) -> str:
+    return ics.role
+
+
+@pytest.fixture(scope="session")
+def identifier_rules(spec: Spec) -> IdentifierRules:
+    return IdentifierRules.from_spec(spec)
+
+
+def _client(certifier: Certifier, base_url: str, credentials: ClientCredentials | None) -> Any:
+    return NodeClient(base_url, credentials, certifier.recorder,
+                      timeout=float(certifier.budget["requestTimeoutS"]))  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def node(certifier: Certifier) -> Iterator[NodeClient]:
+    """The node under test, as the ICS's main client (every scope the role needs)."""
+    client = _client(certifier, certifier.ics.base_url, certifier.ics.credentials())
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def limited_node(certifier: Certifier) -> Iterator[NodeClient]:
+    """The node as the ICS's limited client; tests that need it skip when it is not declared."""
+    try:
+        credentials = certifier.ics.limited_credentials()
+    except IcsError as exc:
+        pytest.skip(f"precondition failed: {exc}")
+    precondition(credentials is not None, "the ICS declares no limitedClient")
+    client = _client(certifier, certifier.ics.base_url, credentials)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def upstream(certifier: Certifier) -> Iterator[NodeClient]:
+    """The target's upstream node (federation.upstreamUrl), to see upward flows arrive."""
+    federation = certifier.ics.federation
+    precondition("upstreamUrl" in federation, "the ICS names no federation.upstreamUrl")
+    try:
+        credentials = certifier.ics.upstream_credentials()
+    except IcsError as exc:
+        pytest.skip(f"precondition failed: {exc}")
+    precondition(credentials is not None, "the ICS gives no federation.upstreamCredentials")
+    client = _client(certifier, federation["upstreamUrl"], credentials)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def service_info(node: NodeClient, contract: Contract) -> dict[str, Any]:
+    """The node's own service-info; tests that need it skip if it cannot be read."""
+    response = node.get("/v1/service-info", authenticated=False)
+    precondition(response.status_code == 200, f"service-info answered {response.status_code}")
+    precondition(not contract.errors(_json(response), "schemas/service-info.json"),
+                 "service-info is not valid against service-info.json")  # fmt: skip
+    return dict(response.json())
+
+
+def _json(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+@pytest.fixture(scope="session")
+def provision(node: NodeClient, certifier: Certifier) -> Iterator[Provisioner]:
+    provisioner = Provisioner(node, f"cpin-conformance-{certifier.run_id[:8]}")
+    yield provisioner
+    provisioner.clean_up()
+    for failure in provisioner.cleanup_failures:
+        certifier.log(f"cleanup refused: {failure}")
+
+
+__all__ = ["expect_status"]
