@@ -41,6 +41,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--budget", choices=["quick", "standard", "thorough"])
     group.addoption("--report-dir", metavar="DIR", default="reports", help="default: reports/")
     group.addoption("--seed", type=int, metavar="N", help="seed of generated tests")
+    group.addoption("--run-id", metavar="UUID", help="name of the bundle folder (default: new)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -148,6 +149,7 @@ def _classify(report: pytest.TestReport, call: pytest.CallInfo[None]) -> tuple[s
     return None, ""
 
 
+@pytest.hookimpl(trylast=True)  # after junitxml has written its file: the manifest covers it
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     certifier = _certifier(session.config)
     if certifier is None or certifier.selected is None:

@@ -6,7 +6,6 @@ The plugin drives it; the suite's fixtures read from it. It knows nothing of pyt
 
 from __future__ import annotations
 
-import os
 import random
 import time
 import uuid
@@ -159,7 +158,11 @@ def build_certifier(config: pytest.Config) -> Certifier:
     budget = config.getoption("budget") or ics.budget
     seed = config.getoption("seed")
     seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
-    run_id = os.environ.get("CPIN_RUN_ID") or str(uuid.uuid4())
+    run_id = config.getoption("run_id") or str(uuid.uuid4())
+    try:
+        run_id = str(uuid.UUID(run_id))
+    except ValueError:
+        raise pytest.UsageError(f"--run-id {run_id!r} is not a UUID") from None
     folder = Path(config.getoption("report_dir")).resolve() / run_id
     return Certifier(spec, ics, folder, seed, budget)
 

@@ -66,7 +66,32 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--data", type=Path, metavar="DIR", help="default: a new temporary folder")
     up.add_argument("--ics-dir", type=Path, metavar="DIR", help="write an ICS file per node here")
     up.set_defaults(run=_federation_up)
+    selftest = commands.add_parser("selftest", help="certify the reference nodes, clean and faulty")
+    selftest.add_argument("--list", action="store_true", help="list the planted faults")
+    selftest.add_argument("--fault", action="append", default=[], metavar="NAME")
+    selftest.add_argument("--all", action="store_true", help="every fault of the catalogue")
+    selftest.add_argument("--baseline", action="store_true", help="also certify every clean node")
+    selftest.add_argument("--budget", choices=["quick", "standard", "thorough"], default="quick")
+    selftest.add_argument("-k", dest="keyword", metavar="EXPR", help="only tests matching EXPR")
+    selftest.add_argument("--base-port", type=_port, default=8600, metavar="P")
+    selftest.add_argument("--out", type=Path, metavar="FILE", help="write the matrix here")
+    selftest.set_defaults(run=_selftest)
     return parser
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    from cpin.selftest_command import list_faults, selftest
+    from reference_impl.faults import catalogue
+
+    if args.list:
+        return list_faults()
+    names = list(catalogue()) if args.all else args.fault
+    unknown = [name for name in names if name not in catalogue()]
+    if unknown:
+        print(f"cpin: error: unknown fault {unknown[0]!r} (cpin selftest --list)", file=sys.stderr)
+        return EXIT_USAGE
+    return selftest(names, baseline=args.baseline, budget=args.budget, keyword=args.keyword,
+                    base_port=args.base_port, out=args.out)  # fmt: skip
 
 
 def _port(text: str) -> int:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +135,19 @@ class RunningFederation:
     demo: DemoFederation
     codes: dict[str, str]
     children: list[subprocess.Popen[bytes]]
+    root: Path
+    env: dict[str, str]
 
     def alive(self) -> bool:
         return all(child.poll() is None for child in self.children)
+
+    def restart(self, key: str, faults: tuple[str, ...] = ()) -> None:
+        """Stop one node and start it again on its data, with these planted faults only."""
+        index = list(self.demo.configs).index(key)
+        stop_all([self.children[index]])
+        config = replace(self.demo.configs[key], faults=faults)
+        self.children[index] = _spawn(key, config, self.root, self.env)
+        _wait_until_serving(config, self.children[index])
 
 
 @contextmanager
@@ -160,7 +170,7 @@ def running_federation(
             children.append(_spawn(key, config, root, env))
             codes[key] = _wait_until_serving(config, children[-1])
             announce(f"{key:26} {config.role:9} {codes[key]}  {config.base_url}")
-        yield RunningFederation(demo, codes, children)
+        yield RunningFederation(demo, codes, children, root, env)
     finally:
         stop_all(children)
 
@@ -223,6 +233,8 @@ def _spawn(
         command += ["--applicant", str(applicant)]
     if config.industry:
         command += ["--industry", config.industry]
+    for name in config.faults:
+        command += ["--fault", name]
     with (root / f"{key}.log").open("ab") as log:  # the child keeps its own descriptor
         return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conformance.checks import Contract, expect_status, precondition
+from conformance.checks import Contract, precondition
 from conformance.http import NodeClient
 from conformance.ics import ClientCredentials, Ics, IcsError
 from conformance.identifiers import IdentifierRules
@@ -114,5 +114,3 @@ def provision(node: NodeClient, certifier: Certifier) -> Iterator[Provisioner]:
     for failure in provisioner.cleanup_failures:
         certifier.log(f"cleanup refused: {failure}")
 
-
-__all__ = ["expect_status"]

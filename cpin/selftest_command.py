@@ -1,0 +1,129 @@
+"""`cpin selftest`: certify the reference federation, clean and with each planted fault, and
+print the kill matrix (issue 6). A fault is killed when the run gives `fail` (or `warn`, for a
+SHOULD) to at least one requirement the fault says it breaks.
+
+The federation starts once; for each fault only the node it is planted in restarts, on its own
+data, with that fault and no other; afterwards it restarts clean.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from conformance.runner import Run, run_in_subprocess
+from cpin.ics_files import ics_documents, write_ics_files
+from cpin.node_command import RunningFederation, running_federation
+from reference_impl.faults import Fault, catalogue
+from spec import default
+
+NODE_FOR_ROLE = {"regional": "guangdong", "industry": "guangdong-manufacturing",
+                 "national": "national"}  # fmt: skip
+ROLE_PREFERENCE = ("regional", "industry", "national")
+FINDINGS = {"fail", "warn"}
+
+
+@dataclass(frozen=True)
+class Trial:
+    fault: Fault | None
+    node: str
+    run: Run
+    found: tuple[str, ...]  # requirement ids with fail/warn
+    broken: tuple[str, ...]  # requirement ids with error/skipped (the run could not judge)
+
+    @property
+    def killed(self) -> bool:
+        return self.fault is not None and bool(set(self.fault.breaks) & set(self.found))
+
+
+def list_faults() -> int:
+    for fault in catalogue().values():
+        print(f"{fault.name:40} {','.join(fault.roles):27} {' '.join(fault.breaks)}")
+        print(f"{'':40} {fault.summary}")
+    return 0
+
+
+def selftest(
+    names: list[str], *, baseline: bool, budget: str, keyword: str | None, base_port: int,
+    out: Path | None,
+) -> int:  # fmt: skip
+    known = catalogue()
+    faults = [known[name] for name in names] if names else []
+    root = Path(tempfile.mkdtemp(prefix="cpin-selftest-"))
+    trials: list[Trial] = []
+    with running_federation(base_port, root / "federation", _quiet) as federation:
+        ics = write_ics_files(
+            ics_documents(federation.demo, federation.codes, default(), budget), root / "ics"
+        )
+        env = _secrets(federation)
+        if baseline or not faults:
+            for key in ics:
+                trials.append(_certify(None, key, ics[key], root, env, keyword))
+                _print(trials[-1])
+        for fault in faults:
+            key = NODE_FOR_ROLE[next(r for r in ROLE_PREFERENCE if r in fault.roles)]
+            federation.restart(key, (fault.name,))
+            trials.append(_certify(fault, key, ics[key], root, env, keyword))
+            _print(trials[-1])
+            federation.restart(key)
+    matrix = kill_matrix(trials)
+    print(matrix)
+    if out is not None:
+        out.write_text(matrix, encoding="utf-8")
+    clean = all(not t.found and not t.broken for t in trials if t.fault is None)
+    killed = all(t.killed for t in trials if t.fault is not None)
+    return 0 if clean and killed else 1
+
+
+def _quiet(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _secrets(federation: RunningFederation) -> dict[str, str]:
+    from cpin.node_command import DEMO_SECRET_ENV, LIMITED_SECRET_ENV
+
+    return {DEMO_SECRET_ENV: federation.demo.demo_secret,
+            LIMITED_SECRET_ENV: federation.demo.limited_secret}  # fmt: skip
+
+
+def _certify(
+    fault: Fault | None, key: str, ics: Path, root: Path, env: dict[str, str], keyword: str | None
+) -> Trial:
+    name = fault.name if fault else "clean"
+    log = root / "logs" / f"{key}-{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    run = run_in_subprocess(ics, root / "reports", env=env, keyword=keyword, log=log)
+    report = run.report or {"requirements": []}
+    found = tuple(r["id"] for r in report["requirements"] if r["verdict"] in FINDINGS)
+    broken = tuple(r["id"] for r in report["requirements"] if r["verdict"] in {"error", "skipped"})
+    return Trial(fault, key, run, found, broken)
+
+
+def _print(trial: Trial) -> None:
+    label = trial.fault.name if trial.fault else "(no fault)"
+    if trial.fault is None:
+        state = "clean" if not trial.found and not trial.broken else "NOT CLEAN"
+    else:
+        state = "killed" if trial.killed else "SURVIVED"
+    print(f"{label:40} {trial.node:24} {state:9} fail/warn: {' '.join(trial.found) or '-'}"
+          f"  error/skipped: {' '.join(trial.broken) or '-'}  report: {trial.run.folder}",
+          file=sys.stderr, flush=True)  # fmt: skip
+
+
+def kill_matrix(trials: list[Trial]) -> str:
+    """The matrix as Markdown: one row per fault, and the kill rate."""
+    rows = [t for t in trials if t.fault is not None]
+    lines = ["| fault | node | breaks | suite failed | killed |", "|---|---|---|---|---|"]
+    for trial in rows:
+        assert trial.fault is not None
+        breaks = " ".join(trial.fault.breaks)
+        found = " ".join(trial.found) or "-"
+        killed = "yes" if trial.killed else "**no**"
+        lines.append(f"| `{trial.fault.name}` | {trial.node} | {breaks} | {found} | {killed} |")
+    if rows:
+        count = sum(t.killed for t in rows)
+        lines.append("")
+        lines.append(f"Kill rate: {count}/{len(rows)} ({100 * count / len(rows):.0f}%)")
+    return "\n".join(lines) + "\n"
