@@ -90,13 +90,24 @@ def upstream(certifier: Certifier) -> Iterator[NodeClient]:
 
 
 @pytest.fixture(scope="session")
-def service_info(node: NodeClient, contract: Contract) -> dict[str, Any]:
-    """The node's own service-info; tests that need it skip if it cannot be read."""
+def service_info(node: NodeClient, contract: Contract, certifier: Certifier) -> dict[str, Any]:
+    """The node's own service-info (the report's target shows it); tests that need it skip
+    if it cannot be read."""
     response = node.get("/v1/service-info", authenticated=False)
-    precondition(response.status_code == 200, f"service-info answered {response.status_code}")
-    precondition(not contract.errors(_json(response), "schemas/service-info.json"),
-                 "service-info is not valid against service-info.json")  # fmt: skip
-    return dict(response.json())
+    body = _json(response)
+    problems = contract.errors(body, "schemas/service-info.json") if body is not None else []
+    if response.status_code != 200 or body is None or problems:
+        message = f"service-info answered {response.status_code}" + (
+            f"; not valid against service-info.json: {problems[0]}" if problems else ""
+        )
+        certifier.extras["_serviceInfoProblem"] = {
+            "httpStatus": response.status_code,
+            "message": {"en": message},
+            **({"body": body} if body is not None else {}),
+        }
+        pytest.skip(f"precondition failed: {message}")
+    certifier.extras["_serviceInfo"] = body
+    return dict(body)
 
 
 def _json(response: Any) -> Any:
@@ -113,4 +124,3 @@ def provision(node: NodeClient, certifier: Certifier) -> Iterator[Provisioner]:
     provisioner.clean_up()
     for failure in provisioner.cleanup_failures:
         certifier.log(f"cleanup refused: {failure}")
-
