@@ -19,6 +19,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+import allure
 import pytest
 
 from conformance.session import Certifier, RequirementFailure, build_certifier
@@ -44,10 +45,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--run-id", metavar="UUID", help="name of the bundle folder (default: new)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before allure-pytest reads its option
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requirement(*ids): catalogue ids this test verifies")
     if config.getoption("ics") or config.getoption("target_url"):
-        config.stash[CERTIFIER] = build_certifier(config)
+        certifier = build_certifier(config)
+        config.stash[CERTIFIER] = certifier
+        if hasattr(config.option, "allure_report_dir") and not config.option.allure_report_dir:
+            config.option.allure_report_dir = str(certifier.folder / "allure-results")
 
 
 def _certifier(config: pytest.Config) -> Certifier | None:
@@ -86,8 +91,11 @@ _IDS = pytest.StashKey[tuple[str, ...]]()
 
 
 def _in_suite(item: pytest.Item) -> bool:
+    """A suite test: in conformance.suite, or anywhere if it names requirements (a team's own
+    tests can join the certification by marking them)."""
     module = getattr(item, "module", None)
-    return module is not None and module.__name__.startswith(_SUITE_PACKAGE)
+    in_package = module is not None and module.__name__.startswith(_SUITE_PACKAGE)
+    return in_package or item.get_closest_marker("requirement") is not None
 
 
 def _requirement_ids(item: pytest.Item) -> tuple[str, ...]:
@@ -109,10 +117,20 @@ def pytest_runtest_protocol(
         certifier.aborted = True
         return True
     certifier.recorder.current_test = item.nodeid
+    _label_for_allure(certifier, item.stash[_IDS])
     try:
         return (yield)
     finally:
         certifier.recorder.current_test = "(session)"
+
+
+def _label_for_allure(certifier: Certifier, ids: tuple[str, ...]) -> None:
+    """Allure groups by class (feature) and requirement (story); without it every test of the
+    suite would sit in one flat list."""
+    for requirement in ids:
+        entry = certifier.requirement(requirement)
+        allure.dynamic.feature(entry["class"])  # type: ignore[no-untyped-call]
+        allure.dynamic.story(requirement)  # type: ignore[no-untyped-call]
 
 
 @pytest.hookimpl(wrapper=True)

@@ -60,10 +60,10 @@ def pytest_args(
     return args
 
 
-def run_in_process(ics: Path, report_dir: Path, **options: Any) -> Run:
+def run_in_process(ics: Path, report_dir: Path, run_id: str | None = None, **options: Any) -> Run:
     import pytest
 
-    run_id = str(uuid.uuid4())
+    run_id = run_id or str(uuid.uuid4())
     code = int(pytest.main(pytest_args(ics, report_dir, run_id, **options)))
     return Run(code, report_dir / run_id)
 

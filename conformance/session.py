@@ -76,6 +76,9 @@ class Certifier:
         if unknown:
             raise pytest.UsageError(f"{nodeid} names unknown requirement ids {', '.join(unknown)}")
 
+    def requirement(self, requirement_id: str) -> dict[str, Any]:
+        return dict(self._known[requirement_id])
+
     def applicable(self, ids: tuple[str, ...]) -> tuple[str, ...]:
         verdicts = {r.id: r.verdict for r in self._probe.requirements}
         return tuple(i for i in ids if verdicts[i] != "not_applicable")

@@ -66,6 +66,42 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--data", type=Path, metavar="DIR", help="default: a new temporary folder")
     up.add_argument("--ics-dir", type=Path, metavar="DIR", help="write an ICS file per node here")
     up.set_defaults(run=_federation_up)
+    certify = commands.add_parser("certify", help="certify a node from its base URL")
+    certify.add_argument(
+        "--ics", type=Path, metavar="FILE", help="implementation conformance statement"
+    )
+    certify.add_argument("--target", metavar="URL", help="node base URL (instead of --ics)")
+    certify.add_argument("--role", choices=["national", "regional", "industry"])
+    certify.add_argument("--node-code", metavar="CODE")
+    certify.add_argument("--client-id", metavar="ID")
+    certify.add_argument(
+        "--client-secret-env", metavar="VAR", help="env variable holding the secret"
+    )
+    certify.add_argument("--option", action="append", default=[], metavar="NAME")
+    certify.add_argument("--budget", choices=["quick", "standard", "thorough"])
+    certify.add_argument("--seed", type=int, metavar="N", help="replay a run's generated tests")
+    certify.add_argument("--report-dir", type=Path, default=Path("reports"), metavar="DIR")
+    certify.add_argument("-k", dest="keyword", metavar="EXPR", help="only tests matching EXPR")
+    certify.add_argument("--sign-key", type=Path, metavar="PEM", help="Ed25519 key to sign with")
+    certify.set_defaults(run=_certify)
+
+    report = commands.add_parser("report", help="work with report bundles")
+    report_commands = report.add_subparsers(
+        dest="report_command", required=True, parser_class=_Parser
+    )
+    verify = report_commands.add_parser("verify", help="check a bundle offline")
+    verify.add_argument("bundle", type=Path, metavar="DIR")
+    verify.add_argument(
+        "--public-key", type=Path, metavar="PEM", help="the key it must be signed with"
+    )
+    verify.set_defaults(run=_report_verify)
+
+    demo = commands.add_parser("demo", help="federation up, certify every node, stop")
+    demo.add_argument("--base-port", type=_port, default=8400, metavar="P")
+    demo.add_argument("--report-dir", type=Path, default=Path("reports"), metavar="DIR")
+    demo.add_argument("--budget", choices=["quick", "standard", "thorough"], default="standard")
+    demo.set_defaults(run=_demo)
+
     selftest = commands.add_parser("selftest", help="certify the reference nodes, clean and faulty")
     selftest.add_argument("--list", action="store_true", help="list the planted faults")
     selftest.add_argument("--fault", action="append", default=[], metavar="NAME")
@@ -77,6 +113,32 @@ def _parser() -> argparse.ArgumentParser:
     selftest.add_argument("--out", type=Path, metavar="FILE", help="write the matrix here")
     selftest.set_defaults(run=_selftest)
     return parser
+
+
+def _certify(args: argparse.Namespace) -> int:
+    from cpin.certify_command import CertifyRequest, certify
+
+    if args.seed is not None and args.seed < 0:
+        print("cpin: error: --seed must be a non-negative integer", file=sys.stderr)
+        return EXIT_USAGE
+    return certify(CertifyRequest(
+        ics=args.ics, target=args.target, role=args.role, node_code=args.node_code,
+        client_id=args.client_id, client_secret_env=args.client_secret_env,
+        options=args.option, budget=args.budget, seed=args.seed, report_dir=args.report_dir,
+        keyword=args.keyword, sign_key=args.sign_key,
+    ))  # fmt: skip
+
+
+def _report_verify(args: argparse.Namespace) -> int:
+    from cpin.report_command import verify
+
+    return verify(args.bundle, args.public_key)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from cpin.demo_command import demo
+
+    return demo(args.base_port, args.report_dir, args.budget)
 
 
 def _selftest(args: argparse.Namespace) -> int:

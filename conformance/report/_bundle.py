@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from conformance.certification import Certification
+from conformance.redaction import redact_text
 from conformance.report._json import build_report
 
 if TYPE_CHECKING:
@@ -25,12 +26,25 @@ def write_bundle(certifier: Certifier, result: Certification) -> Path:
     certifier.recorder.write(folder, _harness_version())
     log = folder / "evidence" / "run.log"
     log.write_text("\n".join(certifier.log_lines) + "\n", encoding="utf-8")
+    _redact_files(folder, certifier.recorder.secrets)
     report = build_report(certifier, result)
+    report["artefacts"] = manifest(folder)  # the page lists the evidence files it stands on
     _write_html(folder, report)
     report["artefacts"] = manifest(folder)
     path = folder / "report.json"
     path.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def _redact_files(folder: Path, secrets: list[str]) -> None:
+    """junit.xml and allure-results are written by other plugins from test messages, which may
+    quote a node's answer: they pass through the same redaction as our own evidence."""
+    for path in [folder / "junit.xml", *sorted((folder / "allure-results").glob("*.json"))]:
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            cleaned = redact_text(text, secrets)
+            if cleaned != text:
+                path.write_text(cleaned, encoding="utf-8")
 
 
 def _write_html(folder: Path, report: dict[str, object]) -> None:

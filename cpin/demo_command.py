@@ -1,0 +1,76 @@
+"""`cpin demo` (and `make demo`): the reference federation on loopback, every node certified
+end to end from an ICS as a vendor would write it, a summary, and the federation stopped.
+
+Exit 0 when every node is certified, 1 when one is not, 3 when the federation or a run broke.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from conformance.runner import Run, run_in_subprocess
+from cpin.ics_files import ics_documents, write_ics_files
+from cpin.node_command import (
+    DEMO_SECRET_ENV,
+    LIMITED_SECRET_ENV,
+    UsageError,
+    running_federation,
+)
+from spec import default
+
+
+def demo(base_port: int, report_dir: Path, budget: str) -> int:
+    console = Console(stderr=False, highlight=False)
+    root = Path(tempfile.mkdtemp(prefix="cpin-demo-"))
+    report_dir = report_dir.resolve()
+    console.print(f"Starting the reference federation on 127.0.0.1:{base_port}-{base_port + 3}")
+    runs: dict[str, tuple[str, str, Run, float]] = {}
+    try:
+        with running_federation(base_port, root / "federation", console.print) as federation:
+            paths = write_ics_files(
+                ics_documents(federation.demo, federation.codes, default(), budget), root / "ics"
+            )
+            env = {
+                DEMO_SECRET_ENV: federation.demo.demo_secret,
+                LIMITED_SECRET_ENV: federation.demo.limited_secret,
+            }
+            for key, ics in paths.items():
+                config = federation.demo.configs[key]
+                console.print(f"Certifying {key} ({config.role}, {federation.codes[key]}) ...")
+                started = time.monotonic()
+                log = root / "logs" / f"{key}.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                run = run_in_subprocess(ics, report_dir, env=env, log=log)
+                runs[key] = (config.role, federation.codes[key], run, time.monotonic() - started)
+    except UsageError as exc:
+        print(f"cpin demo: {exc}", file=sys.stderr)
+        return 3
+    console.print("The federation is stopped.")
+    console.print(_summary(runs))
+    outcomes = [run.report["summary"]["overall"] if run.report else "no report"
+                for _, _, run, _ in runs.values()]  # fmt: skip
+    if "no report" in outcomes:
+        return 3
+    return 0 if all(outcome == "certified" for outcome in outcomes) else 1
+
+
+def _summary(runs: dict[str, tuple[str, str, Run, float]]) -> Table:
+    table = Table(title="CPIN certification of the reference federation")
+    for column in ("node", "role", "NodeCode", "outcome", "classes passed", "time", "report"):
+        table.add_column(column)
+    for key, (role, code, run, seconds) in runs.items():
+        report = run.report
+        if report is None:
+            table.add_row(key, role, code, "no report", "-", f"{seconds:.0f} s", str(run.folder))
+            continue
+        must = [c for c in report["classes"] if c["mustPass"]]
+        passed = sum(c["verdict"] in {"pass", "warn"} for c in must)
+        table.add_row(key, role, code, report["summary"]["overall"], f"{passed}/{len(must)}",
+                      f"{seconds:.0f} s", str(run.folder / "report.html"))  # fmt: skip
+    return table
