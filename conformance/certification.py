@@ -33,6 +33,7 @@ __all__ = [
 class TestOutcome:
     """One test's outcome as it bears on one requirement."""
 
+    __test__ = False  # a result, not a test class, whatever pytest thinks of its name
     nodeid: str
     outcome: str  # passed | failed | skipped | error
     duration_ms: float = 0.0

@@ -21,3 +21,6 @@ def spec_copy(tmp_path: Path) -> Path:
     target = tmp_path / "spec"
     shutil.copytree(spec.ROOT, target, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
     return target
+
+
+pytest_plugins = ["pytester"]  # the harness's plugin is tested by running pytest on planted suites
