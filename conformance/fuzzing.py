@@ -162,6 +162,8 @@ def _schema(
             "base-url": target.base_url,
             "generation": {"max-examples": budget["fuzzExamples"], "no-shrink": True},
             "workers": 1,
+            "request-timeout": budget["requestTimeoutS"],
+            "max-failures": budget.get("fuzzMaxFailures", 50),
             "phases": {
                 name: {"enabled": name in phases} for name in ("examples", "coverage", "fuzzing")
             }

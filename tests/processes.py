@@ -90,3 +90,17 @@ def running(*processes: subprocess.Popen[bytes]) -> Iterator[None]:
     finally:
         for process in reversed(processes):
             stop(process)
+
+
+def cpin_run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`cpin ...` to completion, as a user runs it: exit code, stdout and stderr as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "cpin", *args],
+        env={**ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -22,6 +22,7 @@ class FuzzingBroke(Exception):
 
 
 def _run(certifier: Certifier, node: NodeClient, phases: tuple[str, ...]) -> FuzzResult:
+    node.get("/v1/health", authenticated=False)  # a node that does not answer is not fuzzed
     credentials = certifier.ics.credentials()
     target = FuzzTarget(
         base_url=certifier.ics.base_url,
