@@ -47,12 +47,19 @@ def ics_documents(
         }
         upstream = next((k for k, c in demo.configs.items()
                          if config.upstream and c.base_url == config.upstream), None)  # fmt: skip
+        federation: dict[str, Any] = {}
         if upstream is not None:
-            document["federation"] = {
+            federation = {
                 "upstreamUrl": config.upstream,
                 "upstreamNodeCode": codes[upstream],
                 "upstreamCredentials": _client(DEMO_SECRET_ENV),
             }
+        federation["peers"] = [
+            {"role": other.role, "nodeCode": codes[name], "baseUrl": other.base_url,
+             "credentials": _client(DEMO_SECRET_ENV)}
+            for name, other in demo.configs.items() if name != key
+        ]  # fmt: skip
+        document["federation"] = federation
         documents[key] = document
     return documents
 

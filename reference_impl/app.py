@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
+from jsonschema.exceptions import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -110,6 +111,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={HTTPException: pipeline.unrouted},
     )
+    app.router.redirect_slashes = False  # CPIN-CORE-024: /v1/health/ is 404, not a redirect
     app.state.node = node
     return app
 
@@ -315,10 +317,7 @@ class _Pipeline:
             pointer = "".join(
                 f"/{str(p).replace('~', '~0').replace('/', '~1')}" for p in error.absolute_path
             )
-            if (
-                error.validator == "pattern"
-                and error.validator_value in self.compiled.identifier_patterns
-            ):
+            if _malformed_identifier(error, self.compiled.identifier_patterns):
                 raise Problem("malformed-identifier", f"{pointer}: {error.message}")
             errors.append({"pointer": pointer, "message": error.message})
         if errors:
@@ -359,6 +358,16 @@ class _Pipeline:
             headers=headers,
             media_type="application/problem+json",
         )
+
+
+_STRING_SHAPE = {"pattern", "minLength", "maxLength"}
+
+
+def _malformed_identifier(error: ValidationError, patterns: dict[str, str]) -> bool:
+    """identification.md §6: a string that is not a well-formed identifier, whichever of the
+    identifier's keywords (length or pattern) noticed first, is malformed-identifier."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    return error.validator in _STRING_SHAPE and schema.get("pattern") in patterns
 
 
 def _check_accept(request: Request) -> None:
