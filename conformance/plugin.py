@@ -43,6 +43,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--report-dir", metavar="DIR", default="reports", help="default: reports/")
     group.addoption("--seed", type=int, metavar="N", help="seed of generated tests")
     group.addoption("--run-id", metavar="UUID", help="name of the bundle folder (default: new)")
+    group.addoption("--perf", metavar="DIR", help="a load run's folder (perf.json) to join")
 
 
 @pytest.hookimpl(tryfirst=True)  # before allure-pytest reads its option

@@ -44,6 +44,7 @@ def pytest_args(
     seed: int | None = None,
     keyword: str | None = None,
     quiet: bool = True,
+    perf: Path | None = None,
 ) -> list[str]:
     args = ["-c", str(SUITE_INI), "--rootdir", str(SUITE_INI.parent), "--pyargs",
             "conformance.suite", "--ics", str(ics), "--report-dir", str(report_dir),
@@ -55,6 +56,8 @@ def pytest_args(
         args += ["--seed", str(seed)]
     if keyword:
         args += ["-k", keyword]
+    if perf is not None:
+        args += ["--perf", str(perf)]
     if quiet:
         args += ["-q"]
     return args

@@ -6,6 +6,7 @@ The plugin drives it; the suite's fixtures read from it. It knows nothing of pyt
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import uuid
@@ -31,7 +32,8 @@ BUDGETS = Path(__file__).with_name("budgets.yaml")
 class RequirementFailure(AssertionError):
     """A failure that bears on some of a test's requirements only: `failed` ids fail; the
     test's other ids keep the outcome they would have had (used by fuzzing, where each check
-    maps to its own requirements and every check ran)."""
+    maps to its own requirements and every check ran). When `failed` names none of the test's
+    own ids, the failure counts against all of them: a mistake never turns into a pass."""
 
     def __init__(self, message: str, failed: tuple[str, ...]) -> None:
         super().__init__(message)
@@ -40,12 +42,18 @@ class RequirementFailure(AssertionError):
 
 @dataclass(frozen=True)
 class TestRecord:
+    __test__ = False  # a result, not a test class
     nodeid: str
     requirements: tuple[str, ...]
     outcome: str
     message: str
     duration_ms: float
     evidence: tuple[Exchange, ...]
+    files: tuple[tuple[str, str], ...] = ()  # (bundle path, summary) of evidence files
+
+
+_SLO_OUTCOMES = {"pass": "passed", "fail": "failed", "warn": "failed", "error": "error"}
+LOAD_EVIDENCE = "evidence/load"
 
 
 class Certifier:
@@ -65,6 +73,7 @@ class Certifier:
         self.aborted = False
         self.result: Certification | None = None
         self.extras: dict[str, Any] = {}  # report sections contributed by tests (fuzzing, ...)
+        self.load_folder: Path | None = None
         self._known = {entry["id"]: entry for entry in spec.requirements}
         self._probe = evaluate(spec, ics.role, ics.options, {})
         self._log: list[str] = []
@@ -101,7 +110,7 @@ class Certifier:
                 return
             self.records.remove(previous)
         evidence = tuple(self.recorder.for_test(nodeid))
-        if failure is not None:
+        if failure is not None and set(failure.failed) & set(ids):
             failed = tuple(i for i in ids if i in failure.failed)
             others = tuple(i for i in ids if i not in failure.failed)
             if others:
@@ -111,6 +120,29 @@ class Certifier:
         if ids:
             self.records.append(TestRecord(nodeid, ids, outcome, message, duration_s * 1000,
                                            evidence))  # fmt: skip
+
+    def join_load(self, folder: Path) -> None:
+        """A load run's results (`cpin load` / loadtests: perf.json, report.json#/$defs/Perf)
+        join this run: each SLO result is the outcome of one test of its requirement, and the
+        run's files become evidence in the bundle."""
+        perf = _read_perf(folder, self.spec)
+        applicable = set(self.applicable(tuple(self._known)))
+        for run in perf["runs"]:
+            for slo in run["sloResults"]:
+                requirement = slo["requirement"]
+                if requirement not in applicable:
+                    continue
+                message = (f"{slo['metric']} of {slo['operation']}: measured {slo['measured']}, "
+                           f"required {slo['op']} {slo['threshold']}")  # fmt: skip
+                evidence = ((f"{LOAD_EVIDENCE}/perf.json", f"{run['scenario']} load run"),)
+                self.records.append(TestRecord(
+                    f"load::{run['scenario']}::{requirement}", (requirement,),
+                    _SLO_OUTCOMES.get(slo["verdict"], "error"),
+                    "" if slo["verdict"] == "pass" else message,
+                    float(run["durationS"]) * 1000, (), evidence,
+                ))  # fmt: skip
+        self.extras["perf"] = perf
+        self.load_folder = folder
 
     def outcomes(self) -> dict[str, list[TestOutcome]]:
         by_requirement: dict[str, list[TestOutcome]] = defaultdict(list)
@@ -151,6 +183,24 @@ class Certifier:
         return list(self._log)
 
 
+def _read_perf(folder: Path, spec: Spec) -> dict[str, Any]:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    from spec import ID_BASE
+
+    try:
+        perf: dict[str, Any] = json.loads((folder / "perf.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise pytest.UsageError(f"--perf {folder}: no readable perf.json ({exc})") from None
+    validator = Draft202012Validator({"$ref": ID_BASE + "schemas/report.json#/$defs/Perf"},
+                                     registry=spec.registry())  # fmt: skip
+    error = best_match(validator.iter_errors(perf))
+    if error is not None:
+        raise pytest.UsageError(f"--perf {folder}/perf.json: {error.message}")
+    return perf
+
+
 def build_certifier(config: pytest.Config) -> Certifier:
     spec = default()
     try:
@@ -167,7 +217,10 @@ def build_certifier(config: pytest.Config) -> Certifier:
     except ValueError:
         raise pytest.UsageError(f"--run-id {run_id!r} is not a UUID") from None
     folder = Path(config.getoption("report_dir")).resolve() / run_id
-    return Certifier(spec, ics, folder, seed, budget)
+    certifier = Certifier(spec, ics, folder, seed, budget)
+    if config.getoption("perf"):
+        certifier.join_load(Path(config.getoption("perf")))
+    return certifier
 
 
 def _ics(config: pytest.Config, spec: Spec) -> Ics:

@@ -8,8 +8,9 @@ unreadable signing key. Everything after that is the run's business and ends in 
 from __future__ import annotations
 
 import sys
+import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -37,6 +38,7 @@ class CertifyRequest:
     report_dir: Path
     keyword: str | None
     sign_key: Path | None
+    with_load: bool = False
 
 
 def certify(request: CertifyRequest) -> int:
@@ -54,15 +56,19 @@ def certify(request: CertifyRequest) -> int:
     ics_file.write_text(
         yaml.safe_dump(ics.document, allow_unicode=True, sort_keys=False), encoding="utf-8"
     )
-    run = run_in_process(
-        ics_file,
-        request.report_dir,
-        run_id,
-        budget=request.budget,
-        seed=request.seed,
-        keyword=request.keyword,
-        quiet=False,
-    )
+    budget = request.budget or ics.budget
+    with tempfile.TemporaryDirectory(prefix="cpin-load-") as scratch:
+        perf = load_run(ics, budget, Path(scratch)) if request.with_load else None
+        run = run_in_process(
+            ics_file,
+            request.report_dir,
+            run_id,
+            budget=request.budget,
+            seed=request.seed,
+            keyword=request.keyword,
+            quiet=False,
+            perf=perf,
+        )
     if run.exit_code == _PYTEST_USAGE_ERROR:
         return EXIT_USAGE
     report = run.report
@@ -76,6 +82,27 @@ def certify(request: CertifyRequest) -> int:
 
         sign_bundle(run.folder, signer)
     return int(report["summary"]["exitCode"])
+
+
+def load_run(ics: Ics, budget: str, scratch: Path) -> Path | None:
+    """The load scenarios first, on a node the suite has not yet touched; their results join
+    the report. A quick budget runs none. A target the load run cannot use is said in one line,
+    and the perf class then stays untested (which never certifies)."""
+    if budget == "quick":
+        print("cpin certify: the quick budget runs no load; the perf class stays untested")
+        return None
+    from loadtests import LoadError, LoadTarget, run_load
+
+    try:
+        target = replace(LoadTarget.from_ics(ics.document), budget=budget)
+        return run_load(target, out=scratch / "load", announce=_announce)
+    except LoadError as exc:
+        print(f"cpin certify: no load run: {exc}", file=sys.stderr)
+        return None
+
+
+def _announce(line: str) -> None:
+    print(f"load: {line}", flush=True)
 
 
 def _ics(request: CertifyRequest) -> Ics:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -83,7 +83,26 @@ def _parser() -> argparse.ArgumentParser:
     certify.add_argument("--report-dir", type=Path, default=Path("reports"), metavar="DIR")
     certify.add_argument("-k", dest="keyword", metavar="EXPR", help="only tests matching EXPR")
     certify.add_argument("--sign-key", type=Path, metavar="PEM", help="Ed25519 key to sign with")
+    certify.add_argument(
+        "--with-load",
+        action="store_true",
+        help="also run the load scenarios (cpin load) and judge the perf class",
+    )
     certify.set_defaults(run=_certify)
+
+    load = commands.add_parser("load", help="locust load run with SLO verdicts")
+    load.add_argument("--ics", type=Path, metavar="FILE", help="target, role, client, capacity")
+    load.add_argument("--target", metavar="URL", help="node base URL (instead of --ics)")
+    load.add_argument("--role", choices=["national", "regional", "industry"])
+    load.add_argument("--client-id", metavar="ID")
+    load.add_argument("--client-secret-env", metavar="VAR", help="env variable holding the secret")
+    load.add_argument("--users", type=_positive(int), metavar="N", help="simulated clients")
+    load.add_argument("--spawn-rate", type=_positive(float), metavar="R", help="clients/second")
+    load.add_argument("--duration", type=_positive(float), metavar="S", help="steady seconds")
+    load.add_argument("--workers", type=_positive(int, zero=True), default=0, metavar="K")
+    load.add_argument("--out", type=Path, metavar="DIR", help="default: reports/load-<time>")
+    load.add_argument("--find-capacity", action="store_true", help="step load until an SLO breaks")
+    load.set_defaults(run=_load)
 
     report = commands.add_parser("report", help="work with report bundles")
     report_commands = report.add_subparsers(
@@ -100,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--base-port", type=_port, default=8400, metavar="P")
     demo.add_argument("--report-dir", type=Path, default=Path("reports"), metavar="DIR")
     demo.add_argument("--budget", choices=["quick", "standard", "thorough"], default="standard")
+    demo.add_argument(
+        "--no-load", action="store_true", help="skip the load runs (the perf class stays untested)"
+    )
     demo.set_defaults(run=_demo)
 
     selftest = commands.add_parser("selftest", help="certify the reference nodes, clean and faulty")
@@ -125,8 +147,32 @@ def _certify(args: argparse.Namespace) -> int:
         ics=args.ics, target=args.target, role=args.role, node_code=args.node_code,
         client_id=args.client_id, client_secret_env=args.client_secret_env,
         options=args.option, budget=args.budget, seed=args.seed, report_dir=args.report_dir,
-        keyword=args.keyword, sign_key=args.sign_key,
+        keyword=args.keyword, sign_key=args.sign_key, with_load=args.with_load,
     ))  # fmt: skip
+
+
+def _load(args: argparse.Namespace) -> int:
+    from cpin.load_command import LoadRequest, load
+
+    return load(LoadRequest(
+        ics=args.ics, target=args.target, role=args.role, client_id=args.client_id,
+        client_secret_env=args.client_secret_env, users=args.users, spawn_rate=args.spawn_rate,
+        duration=args.duration, workers=args.workers, out=args.out,
+        find_capacity=args.find_capacity,
+    ))  # fmt: skip
+
+
+def _positive(kind: type[int] | type[float], zero: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {'>= 0' if zero else '> 0'}")
+        return value
+
+    return parse
 
 
 def _report_verify(args: argparse.Namespace) -> int:
@@ -138,7 +184,7 @@ def _report_verify(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from cpin.demo_command import demo
 
-    return demo(args.base_port, args.report_dir, args.budget)
+    return demo(args.base_port, args.report_dir, args.budget, with_load=not args.no_load)
 
 
 def _selftest(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ Exit 0 when every node is certified, 1 when one is not, 3 when the federation or
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ from cpin.node_command import (
 from spec import default
 
 
-def demo(base_port: int, report_dir: Path, budget: str) -> int:
+def demo(base_port: int, report_dir: Path, budget: str, *, with_load: bool = True) -> int:
     console = Console(stderr=False, highlight=False)
     root = Path(tempfile.mkdtemp(prefix="cpin-demo-"))
     report_dir = report_dir.resolve()
@@ -46,7 +47,9 @@ def demo(base_port: int, report_dir: Path, budget: str) -> int:
                 started = time.monotonic()
                 log = root / "logs" / f"{key}.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
-                run = run_in_subprocess(ics, report_dir, env=env, log=log)
+                with tempfile.TemporaryDirectory(prefix="cpin-load-") as scratch:
+                    perf = _load(ics, budget, Path(scratch), env) if with_load else None
+                    run = run_in_subprocess(ics, report_dir, env=env, log=log, perf=perf)
                 runs[key] = (config.role, federation.codes[key], run, time.monotonic() - started)
     except UsageError as exc:
         print(f"cpin demo: {exc}", file=sys.stderr)
@@ -58,6 +61,23 @@ def demo(base_port: int, report_dir: Path, budget: str) -> int:
     if "no report" in outcomes:
         return 3
     return 0 if all(outcome == "certified" for outcome in outcomes) else 1
+
+
+def _load(ics: Path, budget: str, scratch: Path, env: dict[str, str]) -> Path | None:
+    """The node's load run (its secrets are in this process's environment only for it)."""
+    from conformance.ics import load_ics
+    from cpin.certify_command import load_run
+
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        return load_run(load_ics(ics, default()), budget, scratch)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _summary(runs: dict[str, tuple[str, str, Run, float]]) -> Table:

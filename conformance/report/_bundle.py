@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import mimetypes
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,8 @@ from conformance.report._json import build_report
 
 if TYPE_CHECKING:
     from conformance.session import Certifier
+
+LOAD_EVIDENCE = "evidence/load"  # where a joined load run's files go (session.LOAD_EVIDENCE)
 
 _MEDIA = {".har": "application/json", ".log": "text/plain", ".xml": "application/xml",
           ".json": "application/json", ".html": "text/html", ".csv": "text/csv",
@@ -26,6 +29,8 @@ def write_bundle(certifier: Certifier, result: Certification) -> Path:
     certifier.recorder.write(folder, _harness_version())
     log = folder / "evidence" / "run.log"
     log.write_text("\n".join(certifier.log_lines) + "\n", encoding="utf-8")
+    if certifier.load_folder is not None:
+        shutil.copytree(certifier.load_folder, folder / LOAD_EVIDENCE, dirs_exist_ok=True)
     _redact_files(folder, certifier.recorder.secrets)
     report = build_report(certifier, result)
     report["artefacts"] = manifest(folder)  # the page lists the evidence files it stands on
@@ -50,7 +55,9 @@ def _redact_files(folder: Path, secrets: list[str]) -> None:
 def _write_html(folder: Path, report: dict[str, object]) -> None:
     from conformance.report._html import render
 
-    (folder / "report.html").write_text(render(report), encoding="utf-8")
+    series_file = folder / LOAD_EVIDENCE / "timeseries.json"
+    series = json.loads(series_file.read_text(encoding="utf-8")) if series_file.is_file() else None
+    (folder / "report.html").write_text(render(report, series=series), encoding="utf-8")
 
 
 def manifest(folder: Path) -> list[dict[str, str]]:

@@ -26,7 +26,10 @@ _ENVIRONMENT = Environment(
 )
 
 
-def render(report: dict[str, Any], spec: Spec | None = None) -> str:
+def render(
+    report: dict[str, Any], spec: Spec | None = None, series: dict[str, Any] | None = None
+) -> str:
+    """`series`: a joined load run's timeseries.json (requests/s and percentiles per second)."""
     spec = spec or default()
     catalogue = {entry["id"]: entry for entry in spec.requirements}
     return _ENVIRONMENT.get_template("report.html.j2").render(
@@ -37,7 +40,7 @@ def render(report: dict[str, Any], spec: Spec | None = None) -> str:
         colours=VERDICT_COLOURS,
         outcome_colour=OUTCOME_COLOURS[report["summary"]["overall"]],
         class_chart=_class_chart(report),
-        perf_charts=_perf_charts(report.get("perf")),
+        perf_charts=_perf_charts(series),
     )
 
 
@@ -70,13 +73,13 @@ def _class_chart(report: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _perf_charts(perf: dict[str, Any] | None) -> list[dict[str, str]]:
+def _perf_charts(document: dict[str, Any] | None) -> list[dict[str, str]]:
     """Requests/s and latency percentiles over time, one pair of charts per load run."""
-    if not perf:
+    if not document:
         return []
     charts = []
-    for run in perf.get("runs", []):
-        series = run.get("series") or []
+    for run in document.get("runs", []):
+        series = run.get("total") or []
         if not series:
             continue
         charts.append({

@@ -120,6 +120,8 @@ def _requirement(certifier: Certifier, verdict: RequirementVerdict) -> dict[str,
         for exchange in record.evidence:
             evidence[exchange.ref] = {"kind": "http", "ref": exchange.ref,
                                       "summary": exchange.summary}  # fmt: skip
+        for ref, summary in record.files:
+            evidence[ref] = {"kind": "load", "ref": ref, "summary": summary}
     entry: dict[str, Any] = {
         "id": verdict.id,
         "class": verdict.klass,
