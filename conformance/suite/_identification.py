@@ -190,18 +190,18 @@ class Elsewhere:
             ):
                 yield code, client
 
-    def listed(self, target: NodeClient, state: str) -> list[dict[str, Any]]:
-        """Identifiers in `state` that the target did not issue, as the target itself and the
-        other nodes list them (first page of each)."""
+    def listed(self, state: str) -> list[dict[str, Any]]:
+        """Identifiers in `state` that the target did not issue, as their issuing nodes list
+        them (first page of each): the issuer's registry is the record, a reported copy
+        elsewhere may lag or carry what a test planted."""
         found: dict[str, dict[str, Any]] = {}
-        for client in [target, *(c for _, _, c in self.clients)]:
+        for _, code, client in self.clients:
             response = client.get(IDENTIFIERS, params={"state": state, "limit": 100})
             if response.status_code != 200:
                 continue
             for item in body_of(response).get("items", []):
-                if item.get("state") == state and not item["identifier"].startswith(
-                    self.target_code
-                ):
+                issued_there = item["identifier"].startswith(code)
+                if item.get("state") == state and issued_there:
                     found.setdefault(item["identifier"], item)
         return list(found.values())
 

@@ -61,7 +61,7 @@ def remote_active(elsewhere: Elsewhere, node: NodeClient, provision: Provisioner
     minted = elsewhere.mint("GPU", unique_uscc(rng), provision.label("remote identifier"))
     if minted is not None:
         return [minted.record]
-    listed = elsewhere.listed(node, "active")
+    listed = elsewhere.listed("active")
     precondition(
         listed,
         "no other node of the ICS lets the suite register an identifier, and no active "
@@ -260,7 +260,7 @@ def test_revoked_identifier_answers_410_at_every_node(
         contract.expect_problem(node.get(path_of(minted.identifier)), 410, "identifier-revoked")
         checked += 1
     horizon = datetime.now(UTC) - timedelta(seconds=POSITIVE_BOUND + 5)
-    for item in elsewhere.listed(node, "revoked")[:3]:
+    for item in elsewhere.listed("revoked")[:3]:
         revoked_at = datetime.fromisoformat(str(item.get("revokedAt", "")).replace("Z", "+00:00"))
         if revoked_at > horizon:
             answer = node.get(path_of(item["identifier"]))

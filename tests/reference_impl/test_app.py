@@ -160,26 +160,26 @@ def test_unknown_members_and_coercion_are_refused(regional: RunningNode) -> None
 
 
 def test_handler_crash_is_a_problem_500_without_details(
-    regional: RunningNode, monkeypatch: pytest.MonkeyPatch
+    node_factory: Callable[..., RunningNode], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def crash(call: Call) -> Reply:
         raise ValueError("secret internals")
 
-    monkeypatch.setitem(HANDLERS, "getHealth", crash)
-    response = regional.client.get("/v1/health")
+    monkeypatch.setitem(HANDLERS, "getHealth", crash)  # a node takes its handlers when built
+    response = node_factory("regional").client.get("/v1/health")
     body = _problem(response, 500, "internal-error")
     assert "secret internals" not in response.text
     assert body["detail"]
 
 
 def test_undocumented_answers_are_caught_in_test_mode(
-    regional: RunningNode, monkeypatch: pytest.MonkeyPatch
+    node_factory: Callable[..., RunningNode], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def teapot(call: Call) -> Reply:
         return Reply(418, {"status": "ok"})
 
     monkeypatch.setitem(HANDLERS, "getHealth", teapot)
-    body = _problem(regional.client.get("/v1/health"), 500, "internal-error")
+    body = _problem(node_factory("regional").client.get("/v1/health"), 500, "internal-error")
     assert "undocumented 418" in body["detail"]
 
 
