@@ -29,6 +29,7 @@ from conformance.suite._federation import (
     registry_record,
     resource_record,
 )
+from conformance.suite._identification import Elsewhere, path_of, unique_uscc
 from conformance.suite._node_registry import (
     NODES,
     UNREACHABLE_ENDPOINT,
@@ -335,3 +336,28 @@ def test_unreachable_issuing_node_answers_502(
     identifier = resource_id(str(test_node.node_code), "GPU", random.Random())
     answer = node.get(f"/v1/identifiers/{identifier}")
     contract.expect_problem(answer, 502, "upstream-unavailable")
+
+
+@pytest.mark.requirement("CPIN-ID-028")
+def test_node_to_node_resolution_is_answered_from_the_local_registry_only(
+    node: NodeClient,
+    contract: Contract,
+    certifier: Certifier,
+    test_node: TestNode,
+    own_code: str,
+    provision: Provisioner,
+) -> None:
+    """An identifier another node issued, asked for with a node's token: the target answers
+    404 from its own registry instead of proxying one hop further (no resolution loops)."""
+    elsewhere = Elsewhere.from_ics(certifier)
+    try:
+        label = provision.label("one-hop resolution")
+        minted = elsewhere.mint("GPU", unique_uscc(random.Random(certifier.seed)), label)
+        precondition(minted, "no other node of the ICS lets its client register an identifier")
+        assert minted is not None
+        path = path_of(minted.identifier)
+        token = test_node.assertion(own_code, {"federation", "ids:read"})
+        answer = node.get(path, token=token)
+        contract.expect_problem(answer, 404, "unknown-identifier")
+    finally:
+        elsewhere.close()

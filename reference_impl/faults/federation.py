@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from reference_impl.api.federation import _child_caller
 from reference_impl.api.identification import store_reported
-from reference_impl.calls import Call, Handler, Reply
+from reference_impl.calls import Call, Handler, Principal, Reply
 from reference_impl.faults import FaultSite, fault
 from reference_impl.faults._node_registry_tools import rewrite_call, rewrite_reply
 from reference_impl.ids import mod37_36
@@ -155,3 +155,21 @@ def unreachable_issuer_404(site: FaultSite) -> None:
             raise Problem("unknown-identifier", f"{identifier} is not known") from None
 
     federation.resolve = unknown_when_down  # type: ignore[method-assign]
+
+
+@fault(
+    "node-to-node-resolution-proxied",
+    breaks=["CPIN-ID-028"],
+    summary="a resolution another node asks for is proxied onward like a client's",
+)
+def node_to_node_resolution_proxied(site: FaultSite) -> None:
+    def wrap(handler: Handler) -> Handler:
+        async def resolve(call: Call) -> Reply:
+            if call.principal.node_code is not None:
+                principal = Principal(call.principal.subject, call.principal.scopes)
+                call = replace(call, principal=principal)
+            return await handler(call)
+
+        return resolve
+
+    site.wrap_handler("resolveIdentifier", wrap)
