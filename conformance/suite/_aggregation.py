@@ -26,8 +26,9 @@ from spec import Spec
 
 PAGE_LIMIT = 100
 MAX_PAGES = 20
-PROPAGATION_S = 15.0
-"""How long the suite waits for a federation flow (the spec allows 60 s; the harness 15 s)."""
+PROPAGATION_S = 60.0
+"""How long the suite waits for a federation flow: the bound CPIN-AGG-019/021 and SEL-015 set
+(60 s). A conforming node is never failed for using the time the spec allows it."""
 POLL_S = 0.25
 MERGE_PATCH = "application/merge-patch+json"
 
