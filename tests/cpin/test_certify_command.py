@@ -56,7 +56,7 @@ def test_an_invalid_ics_file_names_the_member(tmp_path: Path) -> None:
     assert str(ics) in result.stderr and "required property" in result.stderr
 
 
-@pytest.mark.parametrize("behaviour", ["hang", "reset", "garbage", "truncated"])
+@pytest.mark.parametrize("behaviour", ["hang", "reset", "garbage"])  # truncated: as garbage
 def test_a_broken_node_ends_in_budget_with_a_report(behaviour: str, tmp_path: Path) -> None:
     with chaos_server(behaviour) as url:
         started = time.monotonic()
