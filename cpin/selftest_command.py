@@ -89,7 +89,7 @@ def plant_and_certify(
     try:
         return _certify(fault, key, ics[key], root, env, keyword or keyword_for(fault))
     finally:
-        federation.restart(key)
+        federation.restart(key)  # the next fault's run must not meet this one
 
 
 def node_for(fault: Fault) -> str:
@@ -97,18 +97,11 @@ def node_for(fault: Fault) -> str:
 
 
 def keyword_for(fault: Fault) -> str:
-    """The suite modules of the classes whose requirements the fault breaks (fuzzing with
-    core and security, whose ids its checks bear on): a fault is killed by failing one of its
-    own requirements, so the other classes' tests cannot decide it."""
-    stems = {f"test_{requirement_class(i).replace('-', '_')}" for i in fault.breaks}
-    if stems & {"test_core", "test_security"}:
-        stems.add("test_fuzzing")
-    return " or ".join(sorted(stems))
+    """The suite modules with a test of a requirement the fault breaks: a fault is killed by
+    failing one of its own requirements, so the other tests cannot decide it."""
+    from conformance.suite_index import modules_for
 
-
-def requirement_class(requirement_id: str) -> str:
-    entry = default().requirement(requirement_id)
-    return str(entry["class"]) if entry else "core"
+    return " or ".join(sorted(modules_for(set(fault.breaks)))) or "no_test_of_these_ids"
 
 
 def _quiet(line: str) -> None:
