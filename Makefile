@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv check test demo clean
+.PHONY: venv check test demo mutants clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ test: check
 # The main job: the reference federation on loopback, every node certified, reports in reports/.
 demo: venv
 	$(BIN)/cpin demo --report-dir reports
+
+# The kill matrix: every planted fault, the requirements the suite failed, the kill rate.
+mutants: venv
+	$(BIN)/cpin selftest --all --baseline --out docs/kill-matrix.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
