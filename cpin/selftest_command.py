@@ -62,8 +62,11 @@ def selftest(
             for key in ics:
                 trials.append(_certify(None, key, ics[key], root, env, keyword))
                 _print(trials[-1])
-        for fault in faults:
-            trials.append(plant_and_certify(federation, fault, ics, root, env, keyword))
+        for index, fault in enumerate(faults):
+            following = faults[index + 1] if index + 1 < len(faults) else None
+            trials.append(plant_and_certify(federation, fault, ics, root, env, keyword,
+                                            restart_clean=following is None
+                                            or node_for(following) != node_for(fault)))  # fmt: skip
             _print(trials[-1])
     matrix = kill_matrix(trials)
     print(matrix)
@@ -81,15 +84,19 @@ def plant_and_certify(
     root: Path,
     env: dict[str, str],
     keyword: str | None = None,
+    *,
+    restart_clean: bool = True,
 ) -> Trial:
-    """Restart the fault's node with the fault, certify it with the tests of the classes the
-    fault breaks (or `keyword`), and restart it clean."""
+    """Restart the fault's node with the fault and certify it with the tests of the
+    requirements the fault breaks (or `keyword`); then restart it clean, unless the caller's
+    next fault restarts the same node anyway."""
     key = node_for(fault)
     federation.restart(key, (fault.name,))
     try:
         return _certify(fault, key, ics[key], root, env, keyword or keyword_for(fault))
     finally:
-        federation.restart(key)  # the next fault's run must not meet this one
+        if restart_clean:
+            federation.restart(key)
 
 
 def node_for(fault: Fault) -> str:
