@@ -86,7 +86,7 @@ class Recorder:
         if request.content:
             har["postData"] = {
                 "mimeType": request.headers.get("content-type", ""),
-                "text": self._text(request.content),
+                **self._content(request.content),
             }
         return har
 

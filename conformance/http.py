@@ -24,7 +24,7 @@ import httpx
 from conformance.evidence import Recorder
 from conformance.ics import ClientCredentials
 
-__all__ = ["BREAKER_LIMIT", "NodeClient", "NodeUnreachable", "TokenRefused"]
+__all__ = ["BREAKER_LIMIT", "NodeClient", "NodeUnreachable", "TokenRefused", "basic_authorization"]
 
 BREAKER_LIMIT = 3
 
@@ -126,7 +126,7 @@ class NodeClient:
         if scopes is not None and form is None:
             data["scope"] = " ".join(sorted(scopes))
         url = client.token_url or self.url("/v1/oauth/token")
-        basic = _basic(client.client_id, client.client_secret)
+        basic = basic_authorization(client.client_id, client.client_secret)
         request = self._http.build_request("POST", url, data=data, headers={"Authorization": basic})
         return self.send(request)
 
@@ -147,7 +147,7 @@ class NodeClient:
         self._tokens.clear()
 
 
-def _basic(client_id: str, secret: str) -> str:
+def basic_authorization(client_id: str, secret: str) -> str:
     """HTTP Basic as RFC 6749 section 2.3.1 wants it: each part form-encoded first."""
     pair = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
     return "Basic " + base64.b64encode(pair).decode()

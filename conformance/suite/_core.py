@@ -3,14 +3,12 @@ example path values, the documented answer of an operation, and walks over respo
 
 from __future__ import annotations
 
-import base64
 import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 from jsonschema import Draft202012Validator
@@ -18,7 +16,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from conformance.checks import PROBLEM_MEDIA, Contract, body_of
-from conformance.http import NodeClient
+from conformance.http import NodeClient, basic_authorization
 from conformance.identifiers import mod37_36
 from spec import ID_BASE, Spec
 
@@ -312,6 +310,4 @@ def basic_credentials(node: NodeClient) -> str:
     suite builds itself."""
     if node.credentials is None:
         raise RuntimeError("no client credentials were configured for this node")
-    client = node.credentials
-    pair = f"{quote(client.client_id, safe='')}:{quote(client.client_secret, safe='')}"
-    return "Basic " + base64.b64encode(pair.encode()).decode()
+    return basic_authorization(node.credentials.client_id, node.credentials.client_secret)
