@@ -146,18 +146,54 @@ def _print(trial: Trial) -> None:
           file=sys.stderr, flush=True)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Row:
+    """One line of the kill matrix."""
+
+    fault: str
+    node: str
+    breaks: tuple[str, ...]
+    found: tuple[str, ...]
+
+    @property
+    def killed(self) -> bool:
+        return bool(set(self.breaks) & set(self.found))
+
+
 def kill_matrix(trials: list[Trial]) -> str:
-    """The matrix as Markdown: one row per fault, and the kill rate."""
-    rows = [t for t in trials if t.fault is not None]
+    rows = [Row(t.fault.name, t.node, t.fault.breaks, t.found) for t in trials if t.fault]
+    return matrix_markdown(rows)
+
+
+def matrix_markdown(rows: list[Row]) -> str:
+    """The matrix as Markdown: one row per fault, the kill rate, and every automated MUST
+    requirement that no killed fault breaks (the suite's known gaps)."""
     lines = ["| fault | node | breaks | suite failed | killed |", "|---|---|---|---|---|"]
-    for trial in rows:
-        assert trial.fault is not None
-        breaks = " ".join(trial.fault.breaks)
-        found = " ".join(trial.found) or "-"
-        killed = "yes" if trial.killed else "**no**"
-        lines.append(f"| `{trial.fault.name}` | {trial.node} | {breaks} | {found} | {killed} |")
+    for row in sorted(rows, key=lambda r: r.fault):
+        found = " ".join(row.found) or "-"
+        killed = "yes" if row.killed else "**no**"
+        lines.append(
+            f"| `{row.fault}` | {row.node} | {' '.join(row.breaks)} | {found} | {killed} |"
+        )
     if rows:
-        count = sum(t.killed for t in rows)
-        lines.append("")
-        lines.append(f"Kill rate: {count}/{len(rows)} ({100 * count / len(rows):.0f}%)")
+        count = sum(row.killed for row in rows)
+        lines += ["", f"Kill rate: {count}/{len(rows)} ({100 * count / len(rows):.0f}%)", ""]
+        proven = {i for row in rows if row.killed for i in set(row.breaks) & set(row.found)}
+        lines += _gaps(proven)
     return "\n".join(lines) + "\n"
+
+
+def _gaps(proven: set[str]) -> list[str]:
+    musts = [r for r in default().requirements
+             if r["level"] == "MUST" and r["test"]["method"] == "automated"]  # fmt: skip
+    gaps = [r for r in musts if r["id"] not in proven and r["class"] != "perf"]
+    perf = [r["id"] for r in musts if r["class"] == "perf"]
+    judged = len(musts) - len(perf)
+    lines = [
+        f"Automated MUST requirements proven by a killed fault: {judged - len(gaps)} of "
+        f"{judged} (the {len(perf)} perf MUSTs are judged by load runs, not planted faults)."
+    ]
+    if gaps:
+        lines += ["", "Known gaps (no planted fault proves the suite catches a breach):", ""]
+        lines += [f"- {r['id']} {r['title']['en']}" for r in gaps]
+    return lines
