@@ -8,9 +8,12 @@ from typing import Any
 
 import yaml
 
+import reference_impl
 from cpin.node_command import DEMO_SECRET_ENV, LIMITED_SECRET_ENV
 from reference_impl.demo import DEMO_CLIENT, DEMO_LIMITED_CLIENT, DemoFederation, read_scopes
 from spec import Spec
+
+ATTESTATIONS = Path(reference_impl.__file__).with_name("attestations.yaml")
 
 
 def _client(env: str, client_id: str = DEMO_CLIENT) -> dict[str, Any]:
@@ -63,8 +66,22 @@ def ics_documents(
             for name, other in demo.configs.items() if name != key
         ]  # fmt: skip
         document["federation"] = federation
+        document["attestations"] = _attestations(spec, config.role)
         documents[key] = document
     return documents
+
+
+def _attestations(spec: Spec, role: str) -> list[dict[str, Any]]:
+    """The reference implementation's statements (reference_impl/attestations.yaml) for the
+    attestation requirements that bind the role."""
+    statements = yaml.safe_load(ATTESTATIONS.read_text(encoding="utf-8"))
+    return [
+        {"requirement": entry["id"], "statement": statements[entry["id"]]}
+        for entry in spec.requirements
+        if entry["test"]["method"] == "attestation"
+        and role in entry["roles"]
+        and entry["id"] in statements
+    ]
 
 
 def write_ics_files(documents: dict[str, dict[str, Any]], folder: Path) -> dict[str, Path]:
