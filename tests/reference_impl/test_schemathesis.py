@@ -46,6 +46,7 @@ BUDGET = {
     "fuzzExamples": 15,
     "statefulExamples": 15,
     "statefulSteps": 6,
+    "requestTimeoutS": 10,
 }
 SEED = 20261124
 
