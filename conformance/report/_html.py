@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader
 
 from spec import Spec, default
 
@@ -20,7 +20,7 @@ OUTCOME_COLOURS = {"certified": "#2e7d32", "not_certified": "#c62828", "incomple
 
 _ENVIRONMENT = Environment(
     loader=PackageLoader("conformance.report", "templates"),
-    autoescape=select_autoescape(["html"]),
+    autoescape=True,  # everything a node says reaches the page escaped
     trim_blocks=True,
     lstrip_blocks=True,
 )
