@@ -84,10 +84,12 @@ def service_info_node_code_check(site: FaultSite) -> None:
 @fault(
     "spec-version-unpublished",
     breaks=["CPIN-CORE-003"],
-    summary="service-info claims specVersion 1.1.0, a version never published",
+    summary="service-info claims a specVersion of major 1 that was never published",
 )
 def spec_version_unpublished(site: FaultSite) -> None:
-    _service_info_change(site, lambda body: body.update(specVersion="1.1.0"))
+    major, minor, _ = site.node.spec.version.split(".", 2)
+    unpublished = f"{major}.{int(minor) + 50}.0"
+    _service_info_change(site, lambda body: body.update(specVersion=unpublished))
 
 
 @fault(
