@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -20,9 +21,11 @@ from cpin.ics_files import ics_documents, write_ics_files
 from cpin.node_command import (
     DEMO_SECRET_ENV,
     LIMITED_SECRET_ENV,
+    RunningFederation,
     UsageError,
     running_federation,
 )
+from reference_impl.demo import DEMO_CLIENT
 from spec import default
 
 
@@ -41,6 +44,7 @@ def demo(base_port: int, report_dir: Path, budget: str, *, with_load: bool = Tru
                 DEMO_SECRET_ENV: federation.demo.demo_secret,
                 LIMITED_SECRET_ENV: federation.demo.limited_secret,
             }
+            console.print(f"Seeding standing data: {_seed(federation)} records")
             for key, ics in paths.items():
                 config = federation.demo.configs[key]
                 console.print(f"Certifying {key} ({config.role}, {federation.codes[key]}) ...")
@@ -61,6 +65,46 @@ def demo(base_port: int, report_dir: Path, budget: str, *, with_load: bool = Tru
     if "no report" in outcomes:
         return 3
     return 0 if all(outcome == "certified" for outcome in outcomes) else 1
+
+
+def _seed(federation: RunningFederation, copies: int = 3) -> int:
+    """What a federation in service holds: each lower node registers the spec's example
+    resources and identifiers through its API, and the run waits until the national index
+    shows the resources. Without it a fresh national node has nothing to resolve or read, and
+    its load run measures nothing."""
+    examples = {path: _examples(path) for path in ("/v1/resources", "/v1/identifiers")}
+    created = 0
+    for config in federation.demo.configs.values():
+        if config.role == "national":
+            continue
+        with httpx.Client(base_url=config.base_url, timeout=10) as client:
+            token = client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
+                                auth=(DEMO_CLIENT, federation.demo.demo_secret)).json()  # fmt: skip
+            headers = {"Authorization": f"Bearer {token['access_token']}"}
+            for path, bodies in examples.items():
+                for body in bodies * copies:
+                    created += client.post(path, json=body, headers=headers).status_code == 201
+    _wait_for_index(federation)
+    return created
+
+
+def _examples(path: str) -> list[dict[str, object]]:
+    content = default().openapi["paths"][path]["post"]["requestBody"]["content"]
+    return [example["value"] for example in content["application/json"]["examples"].values()]
+
+
+def _wait_for_index(federation: RunningFederation, seconds: float = 60) -> None:
+    national = federation.demo.configs["national"]
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=national.base_url, timeout=10) as client:
+        token = client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
+                            auth=(DEMO_CLIENT, federation.demo.demo_secret)).json()  # fmt: skip
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        while time.monotonic() < deadline:
+            listed = client.get("/v1/resources", headers=headers).json().get("items", [])
+            if listed:
+                return
+            time.sleep(1)
 
 
 def _load(ics: Path, budget: str, scratch: Path, env: dict[str, str]) -> Path | None:

@@ -49,7 +49,7 @@ def ics_documents(
             "budget": budget,
             # What the reference node sustains on this machine with room to spare (measured
             # capacity: scripts/bench_load.py); the load mix paces each client at 1 request/s.
-            "capacity": {"rps": 9, "users": 10},
+            "capacity": {"rps": 8, "users": 10},
         }
         upstream = next((k for k, c in demo.configs.items()
                          if config.upstream and c.base_url == config.upstream), None)  # fmt: skip
