@@ -262,8 +262,10 @@ def test_revoked_identifier_answers_410_at_every_node(
     horizon = datetime.now(UTC) - timedelta(seconds=POSITIVE_BOUND + 5)
     for item in elsewhere.listed("revoked")[:3]:
         revoked_at = datetime.fromisoformat(str(item.get("revokedAt", "")).replace("Z", "+00:00"))
+        answer = node.get(path_of(item["identifier"]))
+        if answer.status_code == 404 and _younger_than_a_cached_404(item):
+            continue  # asked here before it existed: a cached 404 may live 60 s (§10)
         if revoked_at > horizon:
-            answer = node.get(path_of(item["identifier"]))
             if answer.status_code == 200:  # a cached 200 may live until 300 s after revocation
                 assert body_of(answer).get("source") == "cache", (
                     f"{item['identifier']} (revoked {item['revokedAt']}) answered 200 with "
@@ -272,10 +274,15 @@ def test_revoked_identifier_answers_410_at_every_node(
                 continue
             contract.expect_problem(answer, 410, "identifier-revoked")
         else:
-            contract.expect_problem(node.get(path_of(item["identifier"])), 410,
-                                    "identifier-revoked")  # fmt: skip
+            contract.expect_problem(answer, 410, "identifier-revoked")
         checked += 1
     precondition(checked, "no revoked identifier to resolve: declare federation peers")
+
+
+def _younger_than_a_cached_404(item: dict[str, Any]) -> bool:
+    """Registered so recently that a 404 the node cached before it existed may still live."""
+    created = datetime.fromisoformat(str(item.get("createdAt", "")).replace("Z", "+00:00"))
+    return datetime.now(UTC) - created < timedelta(seconds=NEGATIVE_BOUND + 5)
 
 
 def _revoke_remote(minted: Minted) -> None:
