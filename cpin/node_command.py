@@ -43,6 +43,7 @@ DEMO_SECRET_ENV = "CPIN_DEMO_CLIENT_SECRET"
 LIMITED_SECRET_ENV = "CPIN_DEMO_LIMITED_SECRET"
 ONBOARDING_SECRET_ENV = "CPIN_ONBOARDING_SECRET"
 START_TIMEOUT = 30.0
+GRACE_S = 5  # a stopping node waits this long for open (keep-alive) connections, then closes
 
 
 class UsageError(Exception):
@@ -109,7 +110,13 @@ def run_node(config: NodeConfig) -> int:
         return 2
     app = create_app(config)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, log_level="warning")
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            timeout_graceful_shutdown=GRACE_S,
+        )
     )
     print(f"cpin node: {config.role} {app.state.node.node_code} at {config.base_url}", flush=True)
     server.run()
@@ -267,9 +274,10 @@ def stop_all(children: list[subprocess.Popen[bytes]]) -> None:
     for child in reversed(children):
         if child.poll() is None:
             child.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + GRACE_S + 5
     for child in reversed(children):
         try:
-            child.wait(timeout=10)
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()

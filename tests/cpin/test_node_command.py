@@ -67,9 +67,14 @@ def test_federation_up_resolves_an_industry_identifier_everywhere(tmp_path: Path
             assert answer.json()["authority"] == "I44C3801D"
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
-        assert process.stdout is not None
-        process.stdout.close()
+        try:
+            code = process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            assert process.stdout is not None
+            process.stdout.close()
+    assert code == 0
     leftovers = subprocess.run(["pgrep", "-f", f"--data {tmp_path}/"], capture_output=True)
     assert leftovers.stdout == b""
 
