@@ -285,6 +285,12 @@ def _discover(node: Node, base_url: str, token: str, foreign_only: bool = False)
             foreign = item.get("issuer") != node.code
             if item[key] in pool or (foreign_only and not foreign) or _transient(item):
                 continue
+            if operation == "listResources" and foreign_only:
+                # the upstream's index also holds siblings' resources, which the target need
+                # not serve (only the nodes above an issuer hold copies): resolution only
+                if item[key] not in node.identifiers:
+                    node.identifiers.add(item[key], foreign)
+                continue
             pool.add(item[key], foreign)
             if operation == "listResources" and item[key] not in node.identifiers:
                 node.identifiers.add(item[key], foreign)  # a resource id is an identifier
