@@ -3,13 +3,13 @@ lenient front end would (clamping a value, defaulting a member, dropping a bad p
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from reference_impl.faults._transport import rewrite_request_json as rewrite_json
 
 JsonRewrite = Callable[[Any], Any]
 QueryRewrite = Callable[[list[tuple[str, str]]], list[tuple[str, str]]]
@@ -26,38 +26,8 @@ def _applies(scope: Scope, methods: set[str], path_prefix: str) -> bool:
 def rewrite_request_json(
     methods: set[str], path_prefix: str, rewrite: JsonRewrite
 ) -> Callable[[ASGIApp], ASGIApp]:
-    """An app wrapper that passes the JSON body of matching requests through `rewrite`."""
-
-    def wrap(app: ASGIApp) -> ASGIApp:
-        async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-            if not _applies(scope, methods, path_prefix):
-                await app(scope, receive, send)
-                return
-            chunks = []
-            while True:
-                message = await receive()
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    break
-            raw = b"".join(chunks)
-            with contextlib.suppress(ValueError):  # not JSON: the node answers it as it would
-                raw = json.dumps(rewrite(json.loads(raw)), ensure_ascii=False).encode()
-            headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-            headers.append((b"content-length", str(len(raw)).encode()))
-            sent = False
-
-            async def replay() -> Message:
-                nonlocal sent
-                if sent:
-                    return await receive()
-                sent = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-
-            await app({**scope, "headers": headers}, replay, send)
-
-        return wrapped
-
-    return wrap
+    """The JSON body of requests with one of `methods` under `path_prefix`, rewritten."""
+    return rewrite_json(lambda scope: _applies(scope, methods, path_prefix), rewrite)
 
 
 def rewrite_query(

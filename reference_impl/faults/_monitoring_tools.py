@@ -3,12 +3,12 @@ pipeline validates it, as a lenient ingestion layer in front of the node would."
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import Callable
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
+
+from reference_impl.faults._transport import rewrite_request_json as rewrite_json
 
 BodyRewrite = Callable[[Any], Any]
 
@@ -16,38 +16,8 @@ BodyRewrite = Callable[[Any], Any]
 def rewrite_request_body(
     method: str, path: str, rewrite: BodyRewrite
 ) -> Callable[[ASGIApp], ASGIApp]:
-    """An app wrapper that passes the JSON body of `method path` requests through `rewrite`;
-    a body that is not JSON goes through unchanged."""
-
-    def wrap(app: ASGIApp) -> ASGIApp:
-        async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http" or scope["method"] != method or scope["path"] != path:
-                await app(scope, receive, send)
-                return
-            raw = b""
-            while True:
-                message = await receive()
-                raw += message.get("body", b"")
-                if not message.get("more_body"):
-                    break
-            with contextlib.suppress(ValueError):
-                raw = json.dumps(rewrite(json.loads(raw)), ensure_ascii=False).encode()
-            headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
-            headers.append((b"content-length", str(len(raw)).encode()))
-            sent = False
-
-            async def replay() -> Message:
-                nonlocal sent
-                if sent:
-                    return await receive()
-                sent = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-
-            await app({**scope, "headers": headers}, replay, send)
-
-        return wrapped
-
-    return wrap
+    """The JSON body of `method path` requests, rewritten."""
+    return rewrite_json(lambda scope: scope["method"] == method and scope["path"] == path, rewrite)
 
 
 def each_record(change: Callable[[dict[str, Any]], None]) -> BodyRewrite:
