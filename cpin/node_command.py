@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -185,6 +186,8 @@ def running_federation(
 def federation_up(base_port: int, data: Path | None, ics_dir: Path | None = None) -> int:
     """National + 2 regional + 1 industry node as child processes, until interrupted."""
     root = data or Path(tempfile.mkdtemp(prefix="cpin-federation-"))
+    for signum in (signal.SIGINT, signal.SIGTERM):  # a background job inherits SIGINT ignored
+        signal.signal(signum, _interrupt)
     try:
         with running_federation(base_port, root, lambda line: print(line, flush=True)) as fed:
             demo = fed.demo
@@ -195,7 +198,6 @@ def federation_up(base_port: int, data: Path | None, ics_dir: Path | None = None
             if ics_dir is not None:
                 _write_ics(demo, fed.codes, ics_dir)
             print(f"data in {root}; Ctrl-C stops the federation", flush=True)
-            signal.signal(signal.SIGTERM, _interrupt)
             while fed.alive():
                 time.sleep(0.5)
             print("cpin federation: a node stopped unexpectedly", file=sys.stderr)
@@ -270,7 +272,26 @@ def _node_code(info: httpx.Response) -> str:
 
 
 def stop_all(children: list[subprocess.Popen[bytes]]) -> None:
-    """Children first (reverse start order), politely, then firmly; never leaves one running."""
+    """Children first (reverse start order), politely, then firmly; never leaves one running,
+    not even when a second Ctrl-C arrives meanwhile."""
+    with _interrupts_deferred():
+        _stop(children)
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """SIGINT ignored while stopping (signal handlers belong to the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
     for child in reversed(children):
         if child.poll() is None:
             child.send_signal(signal.SIGINT)

@@ -44,6 +44,7 @@ def test_federation_up_resolves_an_industry_identifier_everywhere(tmp_path: Path
         [sys.executable, "-m", "cpin", "federation", "up", "--base-port", str(base),
          "--data", str(tmp_path)],
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=_as_a_background_job,
     )  # fmt: skip
     try:
         lines = _read_until(process, "Ctrl-C stops", seconds=60)
@@ -77,6 +78,12 @@ def test_federation_up_resolves_an_industry_identifier_everywhere(tmp_path: Path
     assert code == 0
     leftovers = subprocess.run(["pgrep", "-f", f"--data {tmp_path}/"], capture_output=True)
     assert leftovers.stdout == b""
+
+
+def _as_a_background_job() -> None:
+    """A job started with `&` by a non-interactive shell (CI) inherits SIGINT ignored; the
+    command must still stop on SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _read_until(process: subprocess.Popen[str], marker: str, seconds: float) -> list[str]:
