@@ -49,6 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)  # before allure-pytest reads its option
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requirement(*ids): catalogue ids this test verifies")
+    config.addinivalue_line("markers", "runs_last: runs after every other test of the suite")
     if config.getoption("ics") or config.getoption("target_url"):
         certifier = build_certifier(config)
         config.stash[CERTIFIER] = certifier

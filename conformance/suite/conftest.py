@@ -18,6 +18,32 @@ from conformance.session import Certifier
 from spec import Spec
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The rate-limit burst leaves the limited client refused for up to a minute, and judging
+    Retry-After means waiting that long (test_security_ratelimit.py). So the run is ordered
+    around it, each group keeping its order: the modules that use the limited client, the
+    burst, everything else while a timer waits, and the `runs_last` tests."""
+    users = {_module(item) for item in items if _fixtures(item) >= {"limited_node"}
+             and "rate_limited" not in _fixtures(item)}  # fmt: skip
+
+    def group(item: pytest.Item) -> int:
+        if item.get_closest_marker("runs_last"):
+            return 3
+        if "rate_limited" in _fixtures(item):
+            return 1
+        return 0 if _module(item) in users else 2
+
+    items.sort(key=group)
+
+
+def _fixtures(item: pytest.Item) -> set[str]:
+    return set(getattr(item, "fixturenames", ()))
+
+
+def _module(item: pytest.Item) -> Any:
+    return getattr(item, "module", None)
+
+
 @pytest.fixture(scope="session")
 def certifier(pytestconfig: pytest.Config) -> Certifier:
     return pytestconfig.stash[CERTIFIER]
