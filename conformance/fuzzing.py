@@ -8,6 +8,7 @@
 
 The run is bounded by counts (examples per operation, scenarios and steps), never by time
 (TOOLING.md: `--max-time` is spent, not capped), and seeded, so a report's seed replays it.
+Requests are paced below the node's declared rate limit, so a 429 never hides a finding.
 
 What schemathesis cannot know about this spec is taught to it by hooks, never by switching a
 check off: identifiers in positive cases get valid check characters (the harness's own
@@ -38,6 +39,7 @@ __all__ = ["STATEFUL", "STATELESS", "FuzzFinding", "FuzzResult", "FuzzTarget", "
 STATELESS = ("examples", "coverage", "fuzzing")
 STATEFUL = ("stateful",)
 MAPPING = Path(__file__).with_name("fuzz-checks.yaml")
+RATE_SHARE = 0.8  # of the node's declared rate, for fuzzing
 
 
 def mapping() -> dict[str, Any]:
@@ -52,6 +54,9 @@ class FuzzTarget:
     token: str
     client_id: str
     client_secret: str
+    rate_limit_per_minute: int | None = None
+    """The node's declared rate (service-info): fuzzing stays below it, as a 429 would hide
+    what the node does with the requests it refused."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,10 @@ def fuzz(
     phases = tuple(p for p in phases if p in budget["fuzzPhases"])
     if excluded is None:
         excluded = set(mapping()["excludedOperations"])
-    schema = _schema(spec, target, phases, budget, seed, excluded)
+    return _execute(_schema(spec, target, phases, budget, seed, excluded), target)
+
+
+def _execute(schema: Any, target: FuzzTarget) -> FuzzResult:
     checks = mapping()["checks"]
     secrets = [target.token, target.client_secret]
     result = FuzzResult()
@@ -161,7 +169,7 @@ def _schema(
             "seed": seed,
             "base-url": target.base_url,
             "generation": {"max-examples": budget["fuzzExamples"], "no-shrink": True},
-            "workers": 1,
+            "workers": 1,  # more threads crash Hypothesis (CPython 3.11's ast) and gain nothing
             "request-timeout": budget["requestTimeoutS"],
             "max-failures": budget.get("fuzzMaxFailures", 50),
             "phases": {
@@ -175,6 +183,7 @@ def _schema(
                 }
             },
             "checks": _check_settings(),
+            **_pace(target.rate_limit_per_minute),
             "auth": {
                 "openapi": {
                     "oauth2": {"bearer": target.token},
@@ -190,6 +199,14 @@ def _schema(
         schema = schema.exclude(operation_id=sorted(excluded))
     _install_hooks(schema, _Rules(spec))
     return schema
+
+
+def _pace(declared_per_minute: int | None) -> dict[str, str]:
+    """A cap of RATE_SHARE of the declared rate in any minute (the window rateLimitPerMinute
+    speaks of): the suite's own requests in the same minute keep the rest."""
+    if declared_per_minute is None:
+        return {}
+    return {"rate-limit": f"{max(1, int(declared_per_minute * RATE_SHARE))}/m"}
 
 
 def _install_hooks(schema: Any, rules: _Rules) -> None:

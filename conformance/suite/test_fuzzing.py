@@ -7,6 +7,8 @@ every check ran on every generated request.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from conformance.fuzzing import STATEFUL, STATELESS, FuzzResult, FuzzTarget, fuzz, mapping
@@ -21,7 +23,9 @@ class FuzzingBroke(Exception):
     """schemathesis could not run (a harness fault or a node that stopped answering)."""
 
 
-def _run(certifier: Certifier, node: NodeClient, phases: tuple[str, ...]) -> FuzzResult:
+def _run(
+    certifier: Certifier, node: NodeClient, phases: tuple[str, ...], declared_rate: int
+) -> FuzzResult:
     node.get("/v1/health", authenticated=False)  # a node that does not answer is not fuzzed
     credentials = certifier.ics.credentials()
     target = FuzzTarget(
@@ -30,6 +34,7 @@ def _run(certifier: Certifier, node: NodeClient, phases: tuple[str, ...]) -> Fuz
         token=node.token(),
         client_id=credentials.client_id,
         client_secret=str(credentials.client_secret),  # schemathesis wants an exact str
+        rate_limit_per_minute=declared_rate,
     )
     result = fuzz(certifier.spec, target, phases, certifier.budget, certifier.seed)
     _report(certifier, result)
@@ -64,13 +69,20 @@ def _judge(result: FuzzResult) -> None:
         raise FuzzingBroke("; ".join(result.errors[:3]))
 
 
-def test_stateless_fuzzing_finds_no_failure(certifier: Certifier, node: NodeClient) -> None:
-    result = _run(certifier, node, STATELESS)
+@pytest.fixture(scope="module")
+def declared_rate(service_info: dict[str, Any]) -> int:
+    return int(service_info["limits"]["rateLimitPerMinute"])
+
+
+def test_stateless_fuzzing_finds_no_failure(
+    certifier: Certifier, node: NodeClient, declared_rate: int
+) -> None:
+    result = _run(certifier, node, STATELESS, declared_rate)
     assert result.examples > 0, "schemathesis generated no request: the run proves nothing"
     _judge(result)
 
 
 def test_stateful_fuzzing_along_links_finds_no_failure(
-    certifier: Certifier, node: NodeClient
+    certifier: Certifier, node: NodeClient, declared_rate: int
 ) -> None:
-    _judge(_run(certifier, node, STATEFUL))
+    _judge(_run(certifier, node, STATEFUL, declared_rate))
