@@ -23,16 +23,16 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 from jsonschema.exceptions import ValidationError
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.convertors import Convertor
+from starlette.requests import ClientDisconnect, Request
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import reference_impl.api
@@ -68,6 +68,7 @@ identification.resolve_remote = _resolve_through_federation
 
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _JSON_MEDIA = ("application/json", "application/problem+json")
+_ACCEPTABLE = frozenset({"*/*", "application/*", *_JSON_MEDIA})
 _INTEGER = re.compile(r"-?[0-9]+")
 _AUDITED_REFUSALS = {401, 403, 429}  # CPIN-SEC-022
 
@@ -96,7 +97,6 @@ def create_app(
     by_path: dict[str, dict[str, Operation]] = {}
     for operation in compiled.operations:
         by_path.setdefault(operation.path, {})[operation.method] = operation
-    routes = [Route(path, pipeline.endpoint(operations)) for path, operations in by_path.items()]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -105,42 +105,135 @@ def create_app(
         await node.federation.stop()
         node.close()
 
-    app = _NodeApp(
-        site.app_wrappers,
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={HTTPException: pipeline.unrouted},
-    )
-    app.router.redirect_slashes = False  # CPIN-CORE-024: /v1/health/ is 404, not a redirect
+    app = _NodeApp(pipeline, _Paths(by_path), site.app_wrappers, lifespan=lifespan)
     app.state.node = node
     return app
 
 
 class _NodeApp(Starlette):
-    """Starlette, with a planted transport fault (if any) outermost, where a proxy would be."""
+    """Starlette runs the lifespan (and refuses websockets); HTTP requests go to the node's
+    own dispatch, with a planted transport fault (if any) outermost, where a proxy would be."""
 
-    def __init__(self, wrappers: list[Callable[[ASGIApp], ASGIApp]], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        pipeline: _Pipeline,
+        paths: _Paths,
+        wrappers: list[Callable[[ASGIApp], ASGIApp]],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.paths = paths
         self.wrappers = wrappers
 
     def build_middleware_stack(self) -> ASGIApp:
-        stack = super().build_middleware_stack()
+        others = super().build_middleware_stack()
+        stack: ASGIApp = _Dispatch(self.pipeline, self.paths, others)
         for wrap in self.wrappers:
             stack = wrap(stack)
         return stack
 
 
-class _Endpoint:
-    """The ASGI app of one path. Not a function, so Starlette routes every method to it, and
-    the pipeline answers a method the path does not serve (405 + Allow, problem+json)."""
+class _Dispatch:
+    """HTTP requests to the pipeline, by path; no redirects (CPIN-CORE-024: /v1/health/ is a
+    404). Starlette's router and middleware cost more per request than a resolution's query,
+    so only the other scope types go through them (`others`)."""
 
-    def __init__(self, pipeline: _Pipeline, operations: dict[str, Operation]) -> None:
+    def __init__(self, pipeline: _Pipeline, paths: _Paths, others: ASGIApp) -> None:
         self.pipeline = pipeline
-        self.operations = operations
+        self.paths = paths
+        self.others = others
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self.pipeline.handle(Request(scope, receive), self.operations)
-        await response(scope, receive, send)
+        if scope["type"] != "http":
+            await self.others(scope, receive, send)
+            return
+        request = _Request(scope, receive)
+        found = self.paths.match(scope["path"])  # served at its root: `cpin node` sets no root_path
+        if found is None:
+            answer = self.pipeline.unrouted(request)
+        else:
+            operations, scope["path_params"] = found
+            answer = await self.pipeline.handle(request, operations)
+        await answer.send(send)
+
+
+@dataclass(frozen=True)
+class _Path:
+    head: str | None
+    regex: re.Pattern[str]
+    convertors: dict[str, Convertor[Any]]
+    operations: dict[str, Operation]  # by method
+
+
+class _Paths:
+    """The spec's paths, matched as Starlette matches them (its regexes, in the spec's order),
+    but only against the paths that share the request's first two segments (/v1/identifiers),
+    found by one dict lookup: Starlette tries every path in turn."""
+
+    def __init__(self, by_path: dict[str, dict[str, Operation]]) -> None:
+        self.every: list[_Path] = []
+        for template, operations in by_path.items():
+            regex, _, convertors = compile_path(template)
+            self.every.append(_Path(_head(template), regex, convertors, operations))
+        self.by_head: dict[str | None, list[_Path]] = {
+            path.head: [other for other in self.every if other.head in (path.head, None)]
+            for path in self.every
+            if path.head is not None
+        }
+
+    def match(self, route_path: str) -> tuple[dict[str, Operation], dict[str, Any]] | None:
+        """The operations of the path `route_path` matches, and its path parameters."""
+        for path in self.by_head.get(_head(route_path), self.every):
+            if found := path.regex.match(route_path):
+                params = {k: path.convertors[k].convert(v) for k, v in found.groupdict().items()}
+                return path.operations, params
+        return None
+
+
+def _head(path: str) -> str | None:
+    """A path's first two segments (/v1/identifiers); None if they hold a parameter."""
+    head = "/".join(path.split("/", 3)[:3])
+    return None if "{" in head else head
+
+
+class _Request(Request):
+    """Starlette's Request, its body read in a plain loop: Starlette's async generator cost
+    more per request than the loop's work."""
+
+    async def body(self) -> bytes:
+        if not hasattr(self, "_body"):
+            chunks = []
+            while True:
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            self._body = b"".join(chunks)
+        return self._body
+
+
+@dataclass(slots=True)
+class _Answer:
+    """A response as Starlette's Response sends it (the given headers, then content-length and
+    content-type unless given), without its generality."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    media_type: str
+
+    async def send(self, send: Send) -> None:
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        given = {name for name, _ in raw}
+        if b"content-length" not in given and self.status >= 200 and self.status not in (204, 304):
+            raw.append((b"content-length", str(len(self.body)).encode("latin-1")))
+        if b"content-type" not in given:
+            raw.append((b"content-type", self.media_type.encode("latin-1")))
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 class _Pipeline:
@@ -150,15 +243,12 @@ class _Pipeline:
         self.ids = IdentifierRules.from_spec(node.spec)
         self.handlers = {op.operation_id: HANDLERS[op.operation_id] for op in compiled.operations}
 
-    def endpoint(self, operations: dict[str, Operation]) -> _Endpoint:
-        return _Endpoint(self, operations)
-
-    async def unrouted(self, request: Request, exc: Exception) -> Response:
+    def unrouted(self, request: Request) -> _Answer:
         request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
         problem = Problem("not-found", f"{request.url.path} is not an operation of this node.")
         return self.problem_response(problem, request, request_id)
 
-    async def handle(self, request: Request, operations: dict[str, Operation]) -> Response:
+    async def handle(self, request: Request, operations: dict[str, Operation]) -> _Answer:
         given = request.headers.get("x-request-id")
         valid = given is not None and _REQUEST_ID.fullmatch(given) is not None
         request_id = given if given is not None and valid else str(uuid.uuid4())
@@ -205,7 +295,10 @@ class _Pipeline:
             node=self.node,
             request_id=request_id,
             principal=principal,
-            headers={k.lower(): v for k, v in request.headers.items()},
+            headers={
+                k.decode("latin-1").lower(): v.decode("latin-1")
+                for k, v in request.scope["headers"]
+            },
         )
         errors: list[dict[str, str]] = []
         call.path = {
@@ -251,7 +344,9 @@ class _Pipeline:
     def query(
         self, request: Request, operation: Operation, errors: list[dict[str, str]]
     ) -> dict[str, Any]:
-        declared = {p.name: p for p in operation.parameters if p.location == "query"}
+        declared, defaults = operation.query_parameters, operation.query_defaults
+        if not request.scope["query_string"]:  # most requests: no need to parse one
+            return dict(defaults)
         values: dict[str, Any] = {}
         for name in request.query_params:
             parameter = declared.get(name)
@@ -264,7 +359,6 @@ class _Pipeline:
                 errors.append({"parameter": name, "message": "given more than once"})
             else:
                 values[name] = _convert(given if parameter.type == "array" else given[0], parameter)
-        defaults = {p.name: p.default for p in declared.values() if p.default is not None}
         return {**defaults, **values}  # handlers see the spec's defaults (limit: 20) applied
 
     def check_parameters(
@@ -324,14 +418,12 @@ class _Pipeline:
             raise Problem("invalid-request", "The body does not match its schema.", errors=errors)
         return document
 
-    def reply_response(self, reply: Reply, operation: Operation, request_id: str) -> Response:
+    def reply_response(self, reply: Reply, operation: Operation, request_id: str) -> _Answer:
         if self.node.config.validate_responses:
             self.check_reply(reply, operation)
         body = b"" if reply.body is None else _encode(reply.body)
         headers = {**reply.headers, "X-Request-Id": request_id}
-        return Response(
-            body, status_code=reply.status, headers=headers, media_type=reply.media_type
-        )
+        return _Answer(reply.status, headers, body, reply.media_type)
 
     def check_reply(self, reply: Reply, operation: Operation) -> None:
         """Test mode: a handler must answer only what the spec documents for its operation.
@@ -349,15 +441,10 @@ class _Pipeline:
                 message = f"{operation.operation_id} {status} body: {errors[:3]}"
                 raise Problem("internal-error", f"response check failed: {message}")
 
-    def problem_response(self, problem: Problem, request: Request, request_id: str) -> Response:
+    def problem_response(self, problem: Problem, request: Request, request_id: str) -> _Answer:
         body = self.node.problems.body(problem, request.url.path, request_id)
         headers = {**problem.headers, "X-Request-Id": request_id}
-        return Response(
-            _encode(body),
-            status_code=body["status"],
-            headers=headers,
-            media_type="application/problem+json",
-        )
+        return _Answer(body["status"], headers, _encode(body), "application/problem+json")
 
 
 _STRING_SHAPE = {"pattern", "minLength", "maxLength"}
@@ -372,11 +459,10 @@ def _malformed_identifier(error: ValidationError, patterns: dict[str, str]) -> b
 
 def _check_accept(request: Request) -> None:
     accept = request.headers.get("accept")
-    if not accept:
+    if not accept or accept in _ACCEPTABLE:
         return
     ranges = [part.split(";")[0].strip().lower() for part in accept.split(",")]
-    acceptable = {"*/*", "application/*", *_JSON_MEDIA}
-    if not acceptable & set(ranges):
+    if not _ACCEPTABLE & set(ranges):
         raise Problem("not-acceptable", "This node answers application/json only.")
 
 
@@ -422,5 +508,8 @@ def _parse(raw: bytes, media: str) -> Any:
         raise Problem("invalid-request", f"The body is not well-formed: {exc}") from None
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # dumps: one per call
+
+
 def _encode(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(body).encode("utf-8")

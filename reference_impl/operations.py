@@ -43,6 +43,15 @@ class Operation:
     body_required: bool
     responses: dict[str, str | None] = field(default_factory=dict)
 
+    @cached_property
+    def query_parameters(self) -> dict[str, Parameter]:
+        return {p.name: p for p in self.parameters if p.location == "query"}
+
+    @cached_property
+    def query_defaults(self) -> dict[str, Any]:
+        """What a handler sees for a query parameter not given: the spec's default."""
+        return {p.name: p.default for p in self.query_parameters.values() if p.default is not None}
+
 
 class CompiledSpec:
     """The operations of one role, and validators built once for every schema they use."""

@@ -5,25 +5,35 @@ answer only after `transaction()` has committed, so an acknowledged write is nev
 `BEGIN IMMEDIATE` takes the write lock up front, which is what keeps serial allocation and
 capacity accounting free of races between concurrent requests.
 
-Each API module declares its own tables with `schema(ddl)` at import time, so the store knows
-no entity and a class can be read in one file.
+Each API module declares its own tables with `schema(ddl)` at import time, and with
+`upgrade(step)` how a file an older node wrote gains what they added since, so the store
+knows no entity and a class can be read in one file.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 _SCHEMAS: list[str] = []
+Upgrade = Callable[[sqlite3.Connection], None]
+_UPGRADES: list[Upgrade] = []
 
 
 def schema(ddl: str) -> None:
     """Declare tables (idempotent DDL: CREATE ... IF NOT EXISTS) that every store creates."""
     _SCHEMAS.append(ddl)
+
+
+def upgrade(step: Upgrade) -> Upgrade:
+    """Declare a step that brings a file written by an older node up to date. It runs in one
+    transaction at every opening, after the DDL, so it checks for itself whether it is due."""
+    _UPGRADES.append(step)
+    return step
 
 
 class Store:
@@ -36,6 +46,9 @@ class Store:
             self._db.execute(f"PRAGMA {pragma}")
         for ddl in _SCHEMAS:
             self._db.executescript(ddl)
+        with self.transaction() as db:
+            for step in _UPGRADES:
+                step(db)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

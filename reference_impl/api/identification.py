@@ -26,7 +26,7 @@ from reference_impl.calls import Call, Reply, decode_cursor, etag_of, handles, p
 from reference_impl.ids import IdentifierRules, mint_resource_id
 from reference_impl.node import Node, json_record, timestamp
 from reference_impl.problems import Problem
-from reference_impl.store import Store, schema
+from reference_impl.store import Store, schema, upgrade
 from spec import ID_BASE, Spec
 
 schema("""
@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS identifiers (
   created_at TEXT NOT NULL,
   updated_at TEXT NOT NULL,
   seq INTEGER NOT NULL UNIQUE,
-  record TEXT NOT NULL
+  record TEXT NOT NULL,
+  etag TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS identifiers_issuer ON identifiers(issuer, identifier);
 CREATE INDEX IF NOT EXISTS identifiers_owner ON identifiers(owner_uscc, identifier);
@@ -50,6 +51,22 @@ CREATE TABLE IF NOT EXISTS identifier_serials (
   PRIMARY KEY (node_code, res_type)
 );
 """)
+
+
+@upgrade
+def _stored_etags(db: sqlite3.Connection) -> None:
+    """Records written before their ETag was stored with them (resolution read it per request
+    from the record's canonical JSON, its costliest step) get it now, once."""
+    columns = {row["name"] for row in db.execute("PRAGMA table_info(identifiers)")}
+    if "etag" in columns:
+        return
+    db.execute("ALTER TABLE identifiers ADD COLUMN etag TEXT NOT NULL DEFAULT ''")
+    rows = db.execute("SELECT identifier, record FROM identifiers").fetchall()
+    db.executemany(
+        "UPDATE identifiers SET etag = ? WHERE identifier = ?",
+        [(etag_of(json_record(row)), row["identifier"]) for row in rows],
+    )
+
 
 # identification.md §10: the longest a resolution answer may be cached, by status ...
 _MAX_AGE_BOUND = {200: 300, 410: 300, 404: 60}
@@ -256,7 +273,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def _resolve_local(node: Node, identifier: str) -> Reply:
-    row = node.store.row("SELECT record FROM identifiers WHERE identifier = ?", (identifier,))
+    row = node.store.row("SELECT record, etag FROM identifiers WHERE identifier = ?", (identifier,))
     if row is None:
         raise Problem(
             "unknown-identifier",
@@ -270,7 +287,7 @@ def _resolve_local(node: Node, identifier: str) -> Reply:
             f"{identifier} was revoked at {record['revokedAt']}.",
             headers=_cache_control(_OWN_MAX_AGE[410]),
         )
-    headers = {"ETag": etag_of(record), **_cache_control(_OWN_MAX_AGE[200])}
+    headers = {"ETag": row["etag"], **_cache_control(_OWN_MAX_AGE[200])}
     return Reply(200, _answer(record, "local"), headers)
 
 
@@ -409,11 +426,12 @@ def _current(db: sqlite3.Connection, identifier: str) -> dict[str, Any]:
 
 
 def write_record(db: sqlite3.Connection, record: dict[str, Any]) -> None:
-    """Insert or replace a record; `seq` orders every write for the upward reports."""
+    """Insert or replace a record; `seq` orders every write for the upward reports. Its ETag
+    is stored with it, so a resolution does not compute it again."""
     db.execute(
         "INSERT OR REPLACE INTO identifiers (identifier, issuer, res_type, state, owner_uscc,"
-        " created_at, updated_at, seq, record) VALUES (?, ?, ?, ?, ?, ?, ?,"
-        " (SELECT COALESCE(MAX(seq), 0) + 1 FROM identifiers), ?)",
+        " created_at, updated_at, seq, record, etag) VALUES (?, ?, ?, ?, ?, ?, ?,"
+        " (SELECT COALESCE(MAX(seq), 0) + 1 FROM identifiers), ?, ?)",
         (
             record["identifier"],
             record["issuer"],
@@ -423,6 +441,7 @@ def write_record(db: sqlite3.Connection, record: dict[str, Any]) -> None:
             record["createdAt"],
             record["updatedAt"],
             json.dumps(record, ensure_ascii=False),
+            etag_of(record),
         ),
     )
 

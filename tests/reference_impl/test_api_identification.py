@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -12,6 +14,7 @@ import pytest
 
 from reference_impl.api import identification
 from reference_impl.api.identification import allocate, changed_since, merge_patch, store_reported
+from reference_impl.calls import etag_of
 from reference_impl.ids import IdentifierRules, mint_resource_id
 from reference_impl.node import json_record
 from reference_impl.problems import Problem
@@ -196,6 +199,35 @@ def test_local_resolution(regional: Any) -> None:
     assert response.json()["authority"] == "R4400001E"
     assert response.headers["etag"] == registered.headers["etag"]
     assert 0 <= max_age(response) <= 300
+
+
+def test_a_registry_written_before_etags_were_stored_is_upgraded(
+    tmp_path: Path, node_factory: Callable[..., Any]
+) -> None:
+    """A node opening an identifiers table of an older node (no etag column) stores the ETag
+    of every record, and serves it as before: computed over the record."""
+    identifier = mint_resource_id("R4400001E", "GPU", 7)
+    record = {"identifier": identifier, "resType": "GPU", "issuer": "R4400001E", "owner": OWNER,
+              "state": "active", "createdAt": "2026-03-01T08:00:00.000Z",
+              "updatedAt": "2026-03-01T08:00:00.000Z"}  # fmt: skip
+    (tmp_path / "regional-0").mkdir()
+    with sqlite3.connect(tmp_path / "regional-0" / "node.sqlite3") as old:
+        old.execute(
+            "CREATE TABLE identifiers (identifier TEXT PRIMARY KEY, issuer TEXT NOT NULL,"
+            " res_type TEXT NOT NULL, state TEXT NOT NULL, owner_uscc TEXT NOT NULL,"
+            " created_at TEXT NOT NULL, updated_at TEXT NOT NULL, seq INTEGER NOT NULL UNIQUE,"
+            " record TEXT NOT NULL)"
+        )
+        old.execute(
+            "INSERT INTO identifiers VALUES (?, 'R4400001E', 'GPU', 'active', ?, ?, ?, 1, ?)",
+            (identifier, OWNER["uscc"], record["createdAt"], record["updatedAt"],
+             json.dumps(record, ensure_ascii=False)),
+        )  # fmt: skip
+    old.close()
+    response = resolve(node_factory(role="regional"), identifier)
+    assert response.status_code == 200
+    assert response.json() == {**record, "authority": "R4400001E", "source": "local"}
+    assert response.headers["etag"] == etag_of(record)
 
 
 def test_unknown_own_identifier_is_404(regional: Any) -> None:
