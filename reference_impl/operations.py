@@ -7,11 +7,15 @@ with its schema, the accepted media types, the documented statuses. Nothing is r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+from urllib.parse import quote
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -53,6 +57,32 @@ class Operation:
         return {p.name: p.default for p in self.query_parameters.values() if p.default is not None}
 
 
+def _uri_reference(uri: str) -> str:
+    """RFC 6901 §6: a JSON pointer in a fragment is percent-encoded (`{identifier}` in a path
+    is not a URI character; python's referencing tolerates it, jsonschema-rs does not)."""
+    base, _, pointer = uri.partition("#")
+    return f"{base}#{quote(pointer, safe=_POINTER_SAFE)}" if pointer else uri
+
+
+_POINTER_SAFE = "/~!$&'()*+,;=:@-._"  # RFC 3986 pchar, unreserved and sub-delims
+
+
+class Validator:
+    """python-jsonschema, with jsonschema-rs in front. Whatever jsonschema-rs finds valid is
+    accepted at once (a 1000-item catalogue push costs a millisecond instead of a tenth of a
+    second); anything else is judged by python-jsonschema alone, whose errors the node answers
+    with, so every refusal and its details stay what they were."""
+
+    def __init__(self, exact: Draft202012Validator, fast: jsonschema_rs.Validator) -> None:
+        self.exact = exact
+        self.fast = fast
+
+    def iter_errors(self, instance: Any) -> Iterator[ValidationError]:
+        if self.fast.is_valid(instance):
+            return iter(())
+        return self.exact.iter_errors(instance)
+
+
 class CompiledSpec:
     """The operations of one role, and validators built once for every schema they use."""
 
@@ -62,7 +92,7 @@ class CompiledSpec:
         resource = Resource.from_contents(spec.openapi, default_specification=DRAFT202012)
         self.registry: Registry[Any] = spec.registry().with_resource(self.base, resource)
         self.resolver = self.registry.resolver(base_uri=self.base)
-        self._validators: dict[str, Draft202012Validator] = {}
+        self._validators: dict[str, Validator] = {}
         self.operations = [
             self._compile(path, method, op)
             for path, method, op in spec.operations()
@@ -75,14 +105,27 @@ class CompiledSpec:
         definitions = self.spec.load("schemas/identifiers.json")["$defs"]
         return {definitions[name]["pattern"]: kind for name, kind in _IDENTIFIER_DEFS.items()}
 
-    def validator(self, schema_uri: str) -> Draft202012Validator:
+    def validator(self, schema_uri: str) -> Validator:
         if schema_uri not in self._validators:
-            self._validators[schema_uri] = Draft202012Validator(
-                {"$ref": schema_uri},
-                registry=self.registry,
-                format_checker=Draft202012Validator.FORMAT_CHECKER,
+            self._validators[schema_uri] = Validator(
+                Draft202012Validator(
+                    {"$ref": schema_uri},
+                    registry=self.registry,
+                    format_checker=Draft202012Validator.FORMAT_CHECKER,
+                ),
+                jsonschema_rs.Draft202012Validator(
+                    {"$ref": _uri_reference(schema_uri)},
+                    registry=self._fast_registry,
+                    validate_formats=True,
+                    offline=True,  # every $ref is in the spec: nothing is fetched
+                ),
             )
         return self._validators[schema_uri]
+
+    @cached_property
+    def _fast_registry(self) -> jsonschema_rs.Registry:
+        files = [(self.spec.uri(name), self.spec.load(name)) for name in self.spec.schema_files()]
+        return jsonschema_rs.Registry([*files, (self.base, self.spec.openapi)])
 
     def _pointer(self, *parts: str) -> str:
         return f"{self.base}#/" + "/".join(_escape(p) for p in parts)
