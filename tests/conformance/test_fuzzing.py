@@ -29,3 +29,10 @@ def test_fuzzing_stays_below_the_declared_rate(declared: int, paced: int) -> Non
 
 def test_a_node_that_declares_no_rate_is_not_paced() -> None:
     assert _configured(None).rate_limit_for() is None
+
+
+def test_a_refusal_by_state_counts_as_rejecting_invalid_data() -> None:
+    """A PATCH without If-Match to an identifier fuzzing had revoked is answered 410: the node
+    refused it, and must not be failed for it (seen in a demo run)."""
+    checks = _configured(None).checks_config_for()
+    assert {"410", "412"} <= set(checks.negative_data_rejection.expected_statuses)
