@@ -155,6 +155,16 @@ class Node:
         self.ready.wait()
 
 
+def _problem_type(response: Any) -> str:
+    """` (upstream-unavailable)`: the slug of a problem answer's type, so a failure says which
+    refusal it was (a bounded set: locust groups failures by their message)."""
+    try:
+        kind = response.json().get("type", "") if response.content else ""
+    except (ValueError, AttributeError):
+        return ""
+    return f" ({kind.rsplit('/', 1)[-1][:60]})" if isinstance(kind, str) and kind else ""
+
+
 _node: Node | None = None
 
 
@@ -396,7 +406,7 @@ class NodeClient(FastHttpUser):
                 operation, response.status_code or 0, getattr(response, "error", None)
             )
             if why:
-                response.failure(why)
+                response.failure(f"{why}{_problem_type(response)}")
                 return None
             response.success()
             try:

@@ -290,9 +290,7 @@ class Federation:
         if request_id:
             headers["X-Request-Id"] = request_id  # CPIN-FED-009
         try:
-            response = await self.client.request(
-                method, f"{base_url}{path}", json=body, headers=headers
-            )
+            response = await self._request(method, f"{base_url}{path}", body, headers)
         except httpx.TimeoutException:
             raise Problem("upstream-timeout", f"{node_code} did not answer in time") from None
         except httpx.HTTPError as exc:
@@ -302,6 +300,20 @@ class Federation:
         if response.status_code < 500:
             self.contacts[node_code] = self.node.now()
         return response
+
+    async def _request(
+        self, method: str, url: str, body: Any, headers: dict[str, str]
+    ) -> httpx.Response:
+        """A GET the peer dropped without answering is sent once more, on a fresh connection:
+        the race of a pooled keep-alive connection the peer was just closing for idleness (seen
+        as rare 502s of proxied resolutions under load). A write is never sent twice: the peer
+        may have applied it."""
+        try:
+            return await self.client.request(method, url, json=body, headers=headers)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            if method != "GET":
+                raise
+            return await self.client.request(method, url, json=body, headers=headers)
 
     async def resolve(self, identifier: str) -> tuple[int, Any, dict[str, str]]:
         """identification.md §9 steps 4-5: ask the issuing node, relay what it answers."""

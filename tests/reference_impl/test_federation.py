@@ -82,11 +82,22 @@ DEMAND: dict[str, Any] = {
 class Loopback(httpx.AsyncBaseTransport):
     def __init__(self) -> None:
         self.apps: dict[str, Starlette] = {}
+        self.dropping: set[str] = set()
+        self.requests: list[tuple[str, str]] = []
+
+    def drop_next(self, base_url: str) -> None:
+        """The next request to this node meets a connection the node closes without answering
+        (a pooled keep-alive connection it was closing for idleness)."""
+        self.dropping.add(base_url)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         base = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
+        self.requests.append((request.method, str(request.url)))
         if base not in self.apps:
             raise httpx.ConnectError(f"nothing listens at {base}", request=request)
+        if base in self.dropping:
+            self.dropping.discard(base)
+            raise httpx.RemoteProtocolError("Server disconnected", request=request)
         return await httpx.ASGITransport(app=self.apps[base]).handle_async_request(request)
 
 
@@ -480,6 +491,26 @@ def test_an_unreachable_owner_is_502(federated: Federation) -> None:
     assert federated.get("beijing", path, "tasks:read").status_code == 200
     problem_of(federated.post("beijing", f"{path}/cancel", "tasks:write", None), 502,
                "upstream-unavailable")  # fmt: skip
+
+
+def test_a_dropped_connection_is_retried_for_a_read_and_never_for_a_write(
+    federated: Federation,
+) -> None:
+    """A resolution survives the owner dropping a pooled connection (one retry of the GET); a
+    forwarded task is not sent twice (502, one attempt: the owner may have applied it)."""
+    owner = federated.demo.configs["guangdong-manufacturing"].base_url
+    resource_id = federated.register("guangdong-manufacturing", NPU)["resourceId"]
+    federated.loopback.drop_next(owner)
+    path = f"/v1/identifiers/{resource_id}"
+    assert federated.get("beijing", path, "ids:read").status_code == 200
+    federated.loopback.drop_next(owner)
+    federated.loopback.requests.clear()
+    body = {**TASK, "resourceId": resource_id}
+    problem_of(
+        federated.post("beijing", "/v1/tasks", "tasks:write", body), 502, "upstream-unavailable"
+    )
+    sent = [url for method, url in federated.loopback.requests if method == "POST"]
+    assert sent == [f"{owner}/v1/tasks"]
 
 
 def test_nothing_is_lost_while_the_parent_is_down(federated: Federation) -> None:
