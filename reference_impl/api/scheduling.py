@@ -242,9 +242,11 @@ def _check_selection(node: Node, body: Mapping[str, Any]) -> None:
         return
     candidates = {c["resourceId"] for c in json_record(row)["candidates"]}
     if body["resourceId"] not in candidates:
+        message = f"{body['resourceId']} is not a candidate of selection {body['selectionId']}."
         raise Problem(
             "invalid-request",
-            f"{body['resourceId']} is not a candidate of selection {body['selectionId']}.",
+            message,
+            errors=[{"pointer": "/resourceId", "message": message, "rule": "CPIN-SCHED-016"}],
         )
 
 

@@ -217,7 +217,8 @@ def test_a_resource_outside_the_named_selection_is_400(regional: Any, gpu: str) 
                 json.dumps({"candidates": [{"resourceId": other}]}),
             ),
         )
-    problem_of(submit(regional, gpu, selectionId=selection_id), 400, "invalid-request")
+    refused = problem_of(submit(regional, gpu, selectionId=selection_id), 400, "invalid-request")
+    assert [e["rule"] for e in refused["errors"]] == ["CPIN-SCHED-016"]  # valid data: says why
     created(submit(regional, other, selectionId=selection_id))
 
 
