@@ -136,6 +136,12 @@ def service_info(node: NodeClient, contract: Contract, certifier: Certifier) -> 
     return dict(body)
 
 
+@pytest.fixture(scope="session")
+def declared_rate(service_info: dict[str, Any]) -> int:
+    """The rate limit per client the node declares (service-info `limits.rateLimitPerMinute`)."""
+    return int(service_info["limits"]["rateLimitPerMinute"])
+
+
 def _json(response: Any) -> Any:
     try:
         return response.json()

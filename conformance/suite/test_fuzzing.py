@@ -7,8 +7,6 @@ every check ran on every generated request.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from conformance.fuzzing import STATEFUL, STATELESS, FuzzResult, FuzzTarget, fuzz, mapping
@@ -67,11 +65,6 @@ def _judge(result: FuzzResult) -> None:
         raise RequirementFailure(message, result.failed_requirements())
     if result.errors:
         raise FuzzingBroke("; ".join(result.errors[:3]))
-
-
-@pytest.fixture(scope="module")
-def declared_rate(service_info: dict[str, Any]) -> int:
-    return int(service_info["limits"]["rateLimitPerMinute"])
 
 
 def test_stateless_fuzzing_finds_no_failure(
