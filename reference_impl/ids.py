@@ -9,7 +9,7 @@ code lists, node-type rules) is read from the spec.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from spec import Spec
 
@@ -35,16 +35,17 @@ _USCC_VALUE = {char: value for value, char in enumerate(_USCC_CHARS)}
 _USCC_WEIGHTS = [pow(3, i, 31) for i in range(17)]
 
 SERIAL_LENGTH = 8
+_EMBEDDED_REMEMBERED = 4096  # NodeCodes; a federation has far fewer nodes
 
 
 def mod37_36(data: str) -> str:
     """The MOD 37,36 check character over `data` (upper-case [0-9A-Z] only; else ValueError)."""
     p = 36
-    for char in data:
-        step = _MOD37_STEP.get(char)
-        if step is None:
-            raise ValueError(f"{char!r} has no MOD 37,36 value")
-        p = step[p]
+    try:
+        for char in data:
+            p = _MOD37_STEP[char][p]
+    except KeyError as missing:
+        raise ValueError(f"{missing.args[0]!r} has no MOD 37,36 value") from None
     return _ALNUM[(37 - p) % 36]
 
 
@@ -95,6 +96,9 @@ class IdentifierRules:
     division_section: dict[str, str]
     resource_types: frozenset[str]
     type_rules: dict[str, dict[str, str]]
+    _embedded: dict[str, tuple[str | None, str | None, str | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def from_spec(cls, spec: Spec) -> IdentifierRules:
@@ -122,16 +126,30 @@ class IdentifierRules:
             reason = _grammar_reason(identifier, 23)
             return _MALFORMED, f"{_shown(identifier)} is not a ResourceId: {reason}."
         node_code, res_type = identifier[:9], identifier[10:13]
-        fields = self._node_code_codes_flaw(node_code)
+        codes, node_type, check = self._embedded_verdict(node_code)
+        fields = codes
         if fields is None and res_type not in self.resource_types:
             fields = f"{res_type} is not a code of the resource-type code list"
-        fields = fields or self._node_type_flaw(node_code)
+        fields = fields or node_type
         if fields:
             return _MALFORMED, f"{identifier}: {fields}."
+        if check is not None:
+            return _MISMATCH, f"{identifier}: embedded NodeCode {check}"
         data = node_code + res_type + identifier[14:22]
-        return self._check_flaw(
-            node_code, "embedded NodeCode", shown=identifier
-        ) or self._check_flaw(data + identifier[22], "ResourceId", shown=identifier)
+        return self._check_flaw(data + identifier[22], "ResourceId", shown=identifier)
+
+    def _embedded_verdict(self, code: str) -> tuple[str | None, str | None, str | None]:
+        """Steps 2, 3 and 4 on the NodeCode inside a ResourceId, remembered: the identifiers
+        a node is asked about carry the NodeCodes of a federation's few nodes."""
+        verdict = self._embedded.get(code)
+        if verdict is None:
+            if len(self._embedded) >= _EMBEDDED_REMEMBERED:
+                self._embedded.clear()
+            expected = mod37_36(code[:8])
+            check = None if code[8] == expected else _mismatch(expected, code[8])
+            verdict = (self._node_code_codes_flaw(code), self._node_type_flaw(code), check)
+            self._embedded[code] = verdict
+        return verdict
 
     def uscc_flaw(self, code: str) -> Flaw | None:
         """§7: length, character set, digits in positions 3-8, then the check character."""
@@ -191,10 +209,11 @@ class IdentifierRules:
         expected = mod37_36(text[:-1])
         if text[-1] == expected:
             return None
-        name = shown or text
-        return _MISMATCH, (
-            f"{name}: {what} check character mismatch: expected {expected}, found {text[-1]}."
-        )
+        return _MISMATCH, f"{shown or text}: {what} {_mismatch(expected, text[-1])}"
+
+
+def _mismatch(expected: str, found: str) -> str:
+    return f"check character mismatch: expected {expected}, found {found}."
 
 
 def _grammar_reason(text: str, length: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import orjson
 
 from reference_impl.federation import Federation
 from reference_impl.problems import ProblemTypes
@@ -140,5 +142,11 @@ class Node:
 
 
 def json_record(row: Any) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads(row["record"])
+    """A stored record. orjson reads it four times faster, but reads integers beyond 64 bits
+    as floats, so a record holding a run of 19 digits anywhere goes to the standard library."""
+    text = row["record"]
+    record: dict[str, Any] = (json.loads if _LONG_NUMBER.search(text) else orjson.loads)(text)
     return record
+
+
+_LONG_NUMBER = re.compile(r"[0-9]{19}")

@@ -172,7 +172,7 @@ class Security:
             )
         if cached := self._verified.get(token):
             principal, claims = cached
-            self._check_claims(claims)  # time limits are judged on every use, cached or not
+            self._check_times(claims)  # types were judged once; time limits on every use
             return principal
         try:
             header = jwt.get_unverified_header(token)
@@ -258,14 +258,18 @@ class Security:
         raise self._invalid("token signature does not verify")
 
     def _check_claims(self, claims: dict[str, Any]) -> None:
-        """Claim types, then exp, iat and nbf against the node's clock with the skew that
-        CPIN-SEC-017 allows (PyJWT would use the system clock, not the node's)."""
+        """Claim types, then the time limits."""
         for name in ("exp", "iat", "nbf"):
             value = claims.get(name)
             if name in claims and (isinstance(value, bool) or not isinstance(value, int)):
                 raise self._invalid(f"token {name} is not an integer")
         if not isinstance(claims["scope"], str) or not isinstance(claims["sub"], str):
             raise self._invalid("token scope and sub must be strings")
+        self._check_times(claims)
+
+    def _check_times(self, claims: dict[str, Any]) -> None:
+        """exp, iat and nbf against the node's clock with the skew that CPIN-SEC-017 allows
+        (PyJWT would use the system clock, not the node's)."""
         now = self._node.now().timestamp()
         if claims["exp"] < now - CLOCK_SKEW:
             raise self._invalid("token expired")

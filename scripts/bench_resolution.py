@@ -132,9 +132,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--client", choices=CLIENTS, default=CLIENTS[0],
                         help="load generator (see scripts/_bench_client.py)")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=16, metavar="C")
-    parser.add_argument("--requests", type=int, default=5_000, metavar="N", help="per measurement")
+    parser.add_argument("--requests", type=int, default=20_000, metavar="N", help="per measurement")
     parser.add_argument("--warmup", type=int, default=500, metavar="N", help="per measurement")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--data", type=Path, metavar="DIR",
                         help="keep registries and logs here, and reuse registries found here "
@@ -434,6 +434,9 @@ def _report(targets: list[Target], results: dict[int, list[Sample]], large: int)
           f"{GROWTH_TARGET}  {'PASS' if growth <= GROWTH_TARGET else 'MISS'}"
           + ("" if large == LARGE else f"  (the target is set for {LARGE:,})"))  # fmt: skip
     print(f"(also: node/bare p50 {small.p50 / bare.p50:.2f}x, p99 {small.p99 / bare.p99:.2f}x)")
+    paired = [n.rps / b.rps for b, n in zip(results[0], results[1], strict=True)]
+    print(f"(node/bare requests/s within each round: {' '.join(f'{r:.2f}' for r in paired)};"
+          " their spread is this machine's noise)")  # fmt: skip
 
 
 def _show_logs(root: Path) -> None:

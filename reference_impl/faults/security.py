@@ -314,12 +314,12 @@ def audience_not_checked(site: FaultSite) -> None:
 )
 def expired_token_accepted(site: FaultSite) -> None:
     security = site.node.security
-    check = security._check_claims
+    check = security._check_times
 
     def unexpiring(claims: dict[str, Any]) -> None:
         check({**claims, "exp": int(claims["exp"]) + 10**9})
 
-    setattr(security, "_check_claims", unexpiring)  # noqa: B010
+    setattr(security, "_check_times", unexpiring)  # noqa: B010
 
 
 @fault(
@@ -329,12 +329,12 @@ def expired_token_accepted(site: FaultSite) -> None:
 )
 def no_clock_skew_tolerance(site: FaultSite) -> None:
     security = site.node.security
-    check = security._check_claims
+    check = security._check_times
 
     def strict(claims: dict[str, Any]) -> None:
         check({**claims, "exp": int(claims["exp"]) - CLOCK_SKEW})
 
-    setattr(security, "_check_claims", strict)  # noqa: B010
+    setattr(security, "_check_times", strict)  # noqa: B010
 
 
 @fault(
