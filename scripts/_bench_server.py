@@ -24,6 +24,7 @@ from typing import Any
 
 import uvicorn
 
+from cpin.node_command import settle_heap
 from reference_impl.app import create_app
 from reference_impl.demo import DEMO_CLIENT
 from reference_impl.node import NodeConfig
@@ -40,8 +41,10 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 def serve(app: Any, port: int) -> None:
-    """The one server configuration both contenders share (that of `cpin node`)."""
+    """The one server configuration both contenders share (that of `cpin node`, whose start-up
+    objects are frozen out of garbage collection too)."""
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    settle_heap()
     uvicorn.Server(config).run()
 
 

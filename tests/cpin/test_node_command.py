@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from cpin.cli import main
+from cpin.node_command import settle_heap
 from tests.processes import ENV, free_block, token
 
 OWNER = {"uscc": "91350100M000100Y43", "name": "福建闽算智造有限公司"}
@@ -98,3 +100,14 @@ def _read_until(process: subprocess.Popen[str], marker: str, seconds: float) -> 
         if marker in line:
             return lines
     raise AssertionError("federation up did not finish starting:\n" + "".join(lines))
+
+
+def test_settle_heap_leaves_start_up_objects_out_of_collections() -> None:
+    built_at_start_up = {"spec": ["a", "b"]}
+    assert any(o is built_at_start_up for o in gc.get_objects())
+    settle_heap()
+    try:
+        assert gc.get_freeze_count() > 0
+        assert not any(o is built_at_start_up for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
