@@ -18,7 +18,7 @@ is a minimal HTTP/1.1 one (scripts/_bench_client.py), as httpx's own CPU cost pe
 would make it the bottleneck in front of the bare endpoint (`--client httpx` shows it).
 
     .venv/bin/python scripts/bench_resolution.py            # 10^3 and 10^6: ~1.5 min on 2 CPUs
-    .venv/bin/python scripts/bench_resolution.py --quick    # 10^3 and 10^5: under a minute
+    .venv/bin/python scripts/bench_resolution.py --quick    # 10^3 and 10^5: about a minute
 
 Exit 0 whatever the figures; 1 if something broke (a server did not start, a request failed).
 """
