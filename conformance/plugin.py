@@ -50,6 +50,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requirement(*ids): catalogue ids this test verifies")
     config.addinivalue_line("markers", "runs_last: runs after every other test of the suite")
+    config.addinivalue_line("markers", "made_up_codes: names NodeCodes nobody registered")
     if config.getoption("ics") or config.getoption("target_url"):
         certifier = build_certifier(config)
         config.stash[CERTIFIER] = certifier

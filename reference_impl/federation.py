@@ -4,7 +4,8 @@
                     others:   find the parent and the national node (their service-info),
                               apply for a NodeCode on first start (CPIN-FED-001), then report
                               upward in the background until stop()
-    lookup(code)    a node record from the national registry, cached for RECORD_TTL
+    lookup(code)    a node record from the national registry, cached for RECORD_TTL (a code the
+                    registry does not know, for UNKNOWN_TTL only: see lookup)
     call(...)       one authenticated node-to-node request (CPIN-FED-003), failures mapped to
                     502 upstream-unavailable / 504 upstream-timeout (CPIN-FED-008)
     resolve(id)     identification.md §9 steps 4-5, for identifiers this node did not issue
@@ -48,6 +49,8 @@ log = logging.getLogger("reference_impl.federation")
 
 UPSTREAM_TIMEOUT = 5.0  # CPIN-FED-012 (SHOULD <= 5 s; CPIN-FED-008 MUST <= 10 s)
 RECORD_TTL = 60.0  # registry records cached this long: CPIN-FED-013 allows 300 s
+UNKNOWN_TTL = 5.0  # "no such node" cached this long
+RECORD_CACHE = 4096  # NodeCodes remembered at most: callers choose the codes asked about
 REPORT_INTERVAL = 1.0  # changes reach the parent well within the 60 s of CPIN-ID-022/AGG-019
 REPORT_BATCH = 200  # items per flow and round; the federation schemas allow 1000
 MEASURE_INTERVAL = timedelta(seconds=30)  # CPIN-MON-012 asks for a fresh L2 at least every 60 s
@@ -170,7 +173,11 @@ class Federation:
         return str(record["nodeCode"])
 
     async def lookup(self, node_code: str) -> dict[str, Any] | None:
-        """The node's record in the national registry, or None when it has none."""
+        """The node's record in the national registry, or None when it has none.
+
+        An unknown code is asked again after UNKNOWN_TTL, not RECORD_TTL: identifiers and
+        tokens name codes nobody has registered yet, and a node registered a moment later
+        should be known at once, not a minute later."""
         if self.node.config.role == "national":
             return self._local_record(node_code)
         loop = asyncio.get_running_loop()
@@ -183,7 +190,10 @@ class Federation:
             raise Problem(
                 "upstream-unavailable", f"the national registry answered {response.status_code}"
             )
-        self._records[node_code] = (loop.time() + RECORD_TTL, record)
+        if len(self._records) >= RECORD_CACHE:
+            self._records.pop(next(iter(self._records)))
+        ttl = RECORD_TTL if record is not None else UNKNOWN_TTL
+        self._records[node_code] = (loop.time() + ttl, record)
         return record
 
     def _local_record(self, node_code: str) -> dict[str, Any] | None:

@@ -22,16 +22,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The rate-limit burst leaves the limited client refused for up to a minute, and judging
     Retry-After means waiting that long (test_security_ratelimit.py). So the run is ordered
     around it, each group keeping its order: the modules that use the limited client, the
-    burst, everything else while a timer waits, and the `runs_last` tests."""
+    burst, everything else while a timer waits, and the `runs_last` tests.
+
+    Within "everything else", the `made_up_codes` tests (fuzzing) come after the tests that
+    register nodes: a node may remember for up to 300 s that the registry did not know a code
+    (CPIN-FED-013), and the registry hands out codes in sequence, so a made-up code named
+    first could be the one a test node then gets, whose tokens the target would refuse."""
     users = {_module(item) for item in items if _fixtures(item) >= {"limited_node"}
              and "rate_limited" not in _fixtures(item)}  # fmt: skip
 
     def group(item: pytest.Item) -> int:
         if item.get_closest_marker("runs_last"):
-            return 3
+            return 4
         if "rate_limited" in _fixtures(item):
             return 1
-        return 0 if _module(item) in users else 2
+        if _module(item) in users:
+            return 0
+        return 3 if item.get_closest_marker("made_up_codes") else 2
 
     items.sort(key=group)
 

@@ -25,7 +25,7 @@ from reference_impl import federation as federation_module
 from reference_impl.app import create_app
 from reference_impl.demo import DEMO_CLIENT, federation
 from reference_impl.federation import own_measurements
-from reference_impl.ids import mint_resource_id
+from reference_impl.ids import mint_resource_id, mod37_36
 from reference_impl.node import timestamp
 from spec import default
 
@@ -596,6 +596,30 @@ def test_peers_with_their_relation(federated: Federation) -> None:
         "beijing", f"/v1/federation/peers?cursor={listed['nextCursor']}", "federation"
     ).json()
     assert [p["nodeCode"] for p in rest["items"]] == ["N0000001U"]
+
+
+def test_registry_answers_are_cached_and_unknown_codes_only_briefly(
+    federated: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A code the registry did not know may be registered the next moment (the conformance
+    suite registers test nodes whose codes its fuzzing may have named), so "unknown" is not
+    kept for RECORD_TTL; and the cache is bounded, since callers choose the codes."""
+    monkeypatch.setattr(federation_module, "UNKNOWN_TTL", 0.0)
+    monkeypatch.setattr(federation_module, "RECORD_CACHE", 3)
+    client = federated.clients["guangdong-manufacturing"]
+    node = federated.apps["guangdong-manufacturing"].state.node
+    requests = federated.loopback.requests
+
+    def asked(code: str) -> bool:
+        before = len(requests)
+        client.portal.call(node.federation.lookup, code)  # type: ignore[union-attr]
+        return len(requests) > before
+
+    unknown = [f"I11A01{seq:02d}{mod37_36(f'I11A01{seq:02d}')}" for seq in (71, 72, 73)]
+    assert asked("R11000018") and not asked("R11000018")
+    assert asked(unknown[0]) and asked(unknown[0])
+    assert asked(unknown[1]) and asked(unknown[2])
+    assert asked("R11000018")  # pushed out by three newer codes
 
 
 def test_peers_wait_for_the_national_registry(node_factory: Callable[..., Any]) -> None:
