@@ -17,7 +17,8 @@ each sends, in write order, what was written after the last position the parent 
 moves that position only once the parent has answered (200, or 400 for a batch it will never
 take). So a parent that is down loses nothing: the same items go again in a later round
 (CPIN-FED-011), and the parent applies them idempotently. A round sends at most REPORT_BATCH
-items per flow; one that filled a batch is followed at once by the next.
+items per flow; one that filled a batch is followed at once by the next, and one that failed
+by a wait that doubles up to PARENT_RETRY_MAX.
 
 The HTTP client takes an httpx transport, so tests run a whole federation in one process
 (`httpx.ASGITransport` per node, mounted by base URL) and production uses sockets.
@@ -53,6 +54,7 @@ UNKNOWN_TTL = 5.0  # "no such node" cached this long
 RECORD_CACHE = 4096  # NodeCodes remembered at most: callers choose the codes asked about
 REPORT_INTERVAL = 1.0  # changes reach the parent well within the 60 s of CPIN-ID-022/AGG-019
 REPORT_BATCH = 200  # items per flow and round; the federation schemas allow 1000
+PARENT_RETRY_MAX = 16.0  # s between rounds at most while they fail (CPIN-ID-022 allows 60 s)
 MEASURE_INTERVAL = timedelta(seconds=30)  # CPIN-MON-012 asks for a fresh L2 at least every 60 s
 METRIC_VALIDITY = 60  # s: a measurement stays fresh until the next one has surely arrived
 INDEX_TTL = 10.0  # s the national index is reused for selection (CPIN-SEL-015 allows 60 s)
@@ -393,33 +395,40 @@ class Federation:
     # -- upward flows ----------------------------------------------------------------------
 
     async def _report_forever(self) -> None:
-        """Bounded by the node's life: runs until stop() cancels it; a failed round retries.
-        A round that sent a full batch is followed at once by the next one."""
+        """Bounded by the node's life: runs until stop() cancels it. A round that sent a full
+        batch is followed at once by the next one. After a round that failed, the wait doubles,
+        up to PARENT_RETRY_MAX: a parent that is down is neither called nor logged about every
+        second, and is reported to again within that time once it is back."""
+        wait = REPORT_INTERVAL
         while True:
-            full = await self._report_round()
-            await asyncio.sleep(0 if full else REPORT_INTERVAL)
+            full, failed = await self._report_round()
+            wait = min(wait * 2, PARENT_RETRY_MAX) if failed else REPORT_INTERVAL
+            await asyncio.sleep(0 if full else wait)
 
-    async def _report_round(self) -> bool:
+    async def _report_round(self) -> tuple[bool, bool]:
+        """(a flow sent a full batch, a flow or the parent's discovery failed)"""
         if not self.parent:
             try:
                 await self._discover()
             except OnboardingError as exc:
                 log.warning("upward reports wait for the parent: %s", exc)
-                return False
+                return False, True
         flows: tuple[tuple[str, Callable[[], Awaitable[int]]], ...] = (
             ("identifier", self.report_identifiers),
             ("catalogue", self.report_catalogue),
             ("metric", self.report_metrics),
         )
-        full = False
+        full = failed = False
         for name, flow in flows:
             try:
                 full = await flow() == REPORT_BATCH or full
             except (Problem, httpx.HTTPError) as exc:
+                failed = True
                 log.warning("%s report to %s failed: %s", name, self.parent.get("nodeCode"), exc)
             except Exception:
+                failed = True
                 log.exception("%s report to %s failed", name, self.parent.get("nodeCode"))
-        return full
+        return full, failed
 
     async def report_identifiers(self) -> int:
         """CPIN-ID-022/023/030: every identifier record written since the last accepted report,

@@ -530,6 +530,38 @@ def test_nothing_is_lost_while_the_parent_is_down(federated: Federation) -> None
     assert {kept, dropped} <= {item["identifier"] for item in answer.json()["items"]}
 
 
+def test_a_parent_that_is_down_is_called_ever_less_often(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a failed round the wait doubles up to PARENT_RETRY_MAX (here 10 ms to 160 ms):
+    about 8 attempts in a second, not 100; the parent gets the report once it is back."""
+    monkeypatch.setattr(federation_module, "REPORT_INTERVAL", 0.01)
+    monkeypatch.setattr(federation_module, "PARENT_RETRY_MAX", 0.16)
+    running = Federation(tmp_path)
+    try:
+        running.offline("guangdong")
+        minted = running.post(
+            "guangdong-manufacturing",
+            "/v1/identifiers",
+            "ids:write",
+            {"resType": "GPU", "owner": OWNER},
+        ).json()["identifier"]
+        time.sleep(1.0)
+        region = running.demo.configs["guangdong"].base_url
+        attempts = [url for _, url in running.loopback.requests
+                    if url == f"{region}/v1/federation/identifiers"]  # fmt: skip
+        assert 3 <= len(attempts) <= 15
+        running.online("guangdong")
+
+        def listed_at_region() -> bool:
+            page = running.get("guangdong", "/v1/identifiers?issuer=I44C3801D", "ids:read").json()
+            return minted in {item["identifier"] for item in page["items"]}
+
+        assert _eventually(listed_at_region)
+    finally:
+        running.close()
+
+
 def test_reports_only_from_direct_children(federated: Federation) -> None:
     """CPIN-FED-004: Beijing does not report to Guangdong; 403 and nothing applied."""
     resource_id = mint_resource_id("R11000018", "NPU", 50)
