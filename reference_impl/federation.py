@@ -57,7 +57,7 @@ REPORT_BATCH = 200  # items per flow and round; the federation schemas allow 100
 PARENT_RETRY_MAX = 16.0  # s between rounds at most while they fail (CPIN-ID-022 allows 60 s)
 MEASURE_INTERVAL = timedelta(seconds=30)  # CPIN-MON-012 asks for a fresh L2 at least every 60 s
 METRIC_VALIDITY = 60  # s: a measurement stays fresh until the next one has surely arrived
-INDEX_TTL = 10.0  # s the national index is reused for selection (CPIN-SEL-015 allows 60 s)
+INDEX_TTL = 5.0  # s the national index is reused for selection (CPIN-SEL-015 allows 60 s)
 INDEX_PAGE = 100  # the largest page listResources gives
 INDEX_PAGES = 1000  # a national index longer than this many pages is cut (and logged)
 
