@@ -139,6 +139,20 @@ class Federation:
         assert answer.status_code == 201, answer.text
         return dict(answer.json())
 
+    def mint(self, key: str, res_type: str) -> str:
+        """A new identifier registered at node `key`."""
+        answer = self.post(
+            key, "/v1/identifiers", "ids:write", {"resType": res_type, "owner": OWNER}
+        )
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["identifier"])
+
+    def issued_by(self, key: str, issuer: str) -> dict[str, str]:
+        """The identifiers of `issuer` that node `key` lists, with their states."""
+        query = f"/v1/identifiers?issuer={issuer}&limit=100"
+        page = self.get(key, query, "ids:read").json()
+        return {item["identifier"]: item["state"] for item in page["items"]}
+
     def listed(self, key: str, resource_id: str, **query: str) -> bool:
         params = "&".join(f"{k}={v}" for k, v in {"limit": "100", **query}.items())
         page = self.get(key, f"/v1/resources?{params}", "catalogue:read").json()
@@ -189,13 +203,7 @@ def test_nodes_onboard_and_get_their_codes(federated: Federation) -> None:
 
 
 def test_identifier_from_industry_resolves_everywhere(federated: Federation) -> None:
-    registered = federated.clients["guangdong-manufacturing"].post(
-        "/v1/identifiers",
-        json={"resType": "GPU", "owner": OWNER},
-        headers=federated.auth("guangdong-manufacturing", "ids:write"),
-    )
-    assert registered.status_code == 201, registered.text
-    identifier = registered.json()["identifier"]
+    identifier = federated.mint("guangdong-manufacturing", "GPU")
     assert identifier.startswith("I44C3801D-GPU-")
     for key in ("national", "beijing", "guangdong"):
         answer = federated.clients[key].get(
@@ -207,26 +215,8 @@ def test_identifier_from_industry_resolves_everywhere(federated: Federation) -> 
 
 
 def test_industry_reports_its_identifiers_to_its_region(federated: Federation) -> None:
-    registered = (
-        federated.clients["guangdong-manufacturing"]
-        .post(
-            "/v1/identifiers",
-            json={"resType": "NPU", "owner": OWNER},
-            headers=federated.auth("guangdong-manufacturing", "ids:write"),
-        )
-        .json()["identifier"]
-    )
-    headers = federated.auth("guangdong", "ids:read")
-
-    def listed_at_region() -> bool:
-        page = (
-            federated.clients["guangdong"]
-            .get("/v1/identifiers?issuer=I44C3801D", headers=headers)
-            .json()
-        )
-        return registered in {item["identifier"] for item in page["items"]}
-
-    assert _eventually(listed_at_region)
+    registered = federated.mint("guangdong-manufacturing", "NPU")
+    assert _eventually(lambda: registered in federated.issued_by("guangdong", "I44C3801D"))
 
 
 def test_restart_keeps_the_node_code(tmp_path: Path) -> None:
@@ -297,21 +287,11 @@ def test_a_regional_resource_reaches_the_national_index(federated: Federation) -
 
 def test_identifier_copies_travel_on_to_the_national_node(federated: Federation) -> None:
     """CPIN-ID-030/031: the regional node passes its industry node's reports on, revocations too."""
-    minted = federated.post(
-        "guangdong-manufacturing",
-        "/v1/identifiers",
-        "ids:write",
-        {"resType": "CPU", "owner": OWNER},
-    ).json()["identifier"]
-    own = federated.post(
-        "guangdong", "/v1/identifiers", "ids:write", {"resType": "STO", "owner": OWNER}
-    ).json()["identifier"]
+    minted = federated.mint("guangdong-manufacturing", "CPU")
+    own = federated.mint("guangdong", "STO")
 
     def state_at_national(identifier: str) -> str | None:
-        query = f"/v1/identifiers?issuer={identifier[:9]}&limit=100"
-        page = federated.get("national", query, "ids:read").json()
-        states = {item["identifier"]: item["state"] for item in page["items"]}
-        return states.get(identifier)
+        return federated.issued_by("national", identifier[:9]).get(identifier)
 
     assert _eventually(lambda: state_at_national(minted) == "active")
     assert _eventually(lambda: state_at_national(own) == "active")
@@ -526,8 +506,7 @@ def test_nothing_is_lost_while_the_parent_is_down(federated: Federation) -> None
     federated.online("guangdong")
     assert _eventually(lambda: federated.listed("national", kept))
     assert not federated.listed("guangdong", dropped)
-    answer = federated.get("guangdong", "/v1/identifiers?issuer=I44C3801D&limit=100", "ids:read")
-    assert {kept, dropped} <= {item["identifier"] for item in answer.json()["items"]}
+    assert {kept, dropped} <= federated.issued_by("guangdong", "I44C3801D").keys()
 
 
 def test_a_parent_that_is_down_is_called_ever_less_often(
@@ -540,24 +519,14 @@ def test_a_parent_that_is_down_is_called_ever_less_often(
     running = Federation(tmp_path)
     try:
         running.offline("guangdong")
-        minted = running.post(
-            "guangdong-manufacturing",
-            "/v1/identifiers",
-            "ids:write",
-            {"resType": "GPU", "owner": OWNER},
-        ).json()["identifier"]
+        minted = running.mint("guangdong-manufacturing", "GPU")
         time.sleep(1.0)
         region = running.demo.configs["guangdong"].base_url
         attempts = [url for _, url in running.loopback.requests
                     if url == f"{region}/v1/federation/identifiers"]  # fmt: skip
         assert 3 <= len(attempts) <= 15
         running.online("guangdong")
-
-        def listed_at_region() -> bool:
-            page = running.get("guangdong", "/v1/identifiers?issuer=I44C3801D", "ids:read").json()
-            return minted in {item["identifier"] for item in page["items"]}
-
-        assert _eventually(listed_at_region)
+        assert _eventually(lambda: minted in running.issued_by("guangdong", "I44C3801D"))
     finally:
         running.close()
 
@@ -671,22 +640,11 @@ def test_rounds_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     running = Federation(tmp_path)
     try:
         running.offline("guangdong")
-        minted = [
-            running.post(
-                "guangdong-manufacturing",
-                "/v1/identifiers",
-                "ids:write",
-                {"resType": "GPU", "owner": OWNER},
-            ).json()["identifier"]
-            for _ in range(7)
-        ]
+        minted = [running.mint("guangdong-manufacturing", "GPU") for _ in range(7)]
         running.online("guangdong")
-
-        def all_listed() -> bool:
-            page = running.get("guangdong", "/v1/identifiers?issuer=I44C3801D", "ids:read").json()
-            return set(minted) <= {item["identifier"] for item in page["items"]}
-
-        assert _eventually(all_listed)
+        assert _eventually(
+            lambda: set(minted) <= running.issued_by("guangdong", "I44C3801D").keys()
+        )
         pushes = [
             e
             for e in running.get("guangdong", "/v1/audit-events?limit=100", "audit:read").json()[
