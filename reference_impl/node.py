@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import orjson
 
 from reference_impl.federation import Federation
 from reference_impl.problems import ProblemTypes
@@ -142,11 +140,9 @@ class Node:
 
 
 def json_record(row: Any) -> dict[str, Any]:
-    """A stored record. orjson reads it four times faster, but reads integers beyond 64 bits
-    as floats, so a record holding a run of 19 digits anywhere goes to the standard library."""
-    text = row["record"]
-    record: dict[str, Any] = (json.loads if _LONG_NUMBER.search(text) else orjson.loads)(text)
+    """A stored record, read by the standard library: exact for integers beyond 64 bits, which
+    orjson reads as floats. Guarding orjson against those (a regular expression over the text)
+    cost more than orjson saved: 3.7 against 2.4 µs for an identifier record, 11.4 against
+    7.4 µs for a catalogue entry."""
+    record: dict[str, Any] = json.loads(row["record"])
     return record
-
-
-_LONG_NUMBER = re.compile(r"[0-9]{19}")

@@ -1,5 +1,5 @@
-"""json_record reads stored records through orjson, and through the standard library where
-orjson would not read them exactly."""
+"""json_record reads stored records exactly as the standard library does: a faster reader
+(orjson reads integers beyond 64 bits as floats) must not change a single value."""
 
 from __future__ import annotations
 
